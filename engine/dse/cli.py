@@ -1,0 +1,211 @@
+"""The `dse` command: parse arguments, call into the package, print. Nothing else lives here.
+
+Modules are imported inside each command so that `dse --help` and `dse --version` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import DseError, InputError
+
+EPILOG = """\
+examples:
+  dse run workflows/review.yaml                       run the code review on this repository
+  dse run workflows/review.yaml --input target=../app  review another git repository
+  dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
+  dse plan workflows/review.yaml                      which backend and model each step gets, and why
+  dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
+  dse config show                                     the effective config, secrets redacted
+
+config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml.
+exit codes: 0 success, 1 a run failed, 2 invalid input or config.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dse",
+        description="Declarative orchestration for LLM work: one config for every backend, YAML workflows.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dse {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--config", metavar="PATH", help="config file (default: $DSE_CONFIG, ./config.yaml, ./configs/config.yaml)")
+        sub.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+        return sub
+
+    run = command("run", "run a workflow", "dse run workflows/review.yaml --input target=.")
+    run.add_argument("workflow", help="path to a workflow YAML file")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
+    run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
+    run.add_argument("--max-parallel", type=int, metavar="N", help="at most N steps at once")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
+
+    plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
+    plan.add_argument("workflow")
+    plan.add_argument("--why", action="store_true", help="print every reason in the resolution chain")
+
+    validate = command("validate", "check a config and workflows without running anything", "dse validate workflows/review.yaml")
+    validate.add_argument("files", nargs="*", help="workflow files (a file with an `llm:` or `tools:` key is checked as a config)")
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
+    show.add_argument("--config", metavar="PATH")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    signal.signal(signal.SIGTERM, _terminate)
+    handler = {"run": _run, "plan": _plan, "validate": _validate, "config": _config_show}[args.command]
+    try:
+        return handler(args)
+    except DseError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dse: interrupted", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM takes the same clean path as Ctrl-C: cancel, stop servers, exit."""
+    raise KeyboardInterrupt
+
+
+def _print_error(exc: DseError) -> None:
+    for line in str(exc).splitlines():
+        print(f"dse: error: {line}", file=sys.stderr)
+
+
+def _print_warnings(warnings: list[str] | tuple[str, ...]) -> None:
+    for warning in warnings:
+        print(f"dse: warning: {warning}", file=sys.stderr)
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if args.inputs:
+        text = sys.stdin.read() if args.inputs == "-" else _read(args.inputs)
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{args.inputs}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{args.inputs}: inputs must be a JSON object")
+        values.update(loaded)
+    for item in args.input:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--input {item!r}: expected KEY=VALUE")
+        values[key] = value
+    return values
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import console, runner
+
+    prepared = runner.prepare(args.workflow, args.config)
+    inputs = _inputs(args)
+    _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
+    show_progress = not (args.json or args.quiet)
+
+    def on_event(result: Any) -> None:
+        if show_progress:
+            print(console.step_line(result), file=sys.stderr, flush=True)
+
+    result, calls = asyncio.run(runner.run_workflow(prepared, inputs, on_event=on_event, max_parallel=args.max_parallel))
+    if args.json:
+        print(console.run_json(result, calls))
+    elif args.quiet:
+        for value in result.outputs.values():
+            print(value)
+    else:
+        print(console.run_text(result, calls))
+    return 0 if result.status == "done" else 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from . import console, runner
+
+    prepared = runner.prepare(args.workflow, args.config)
+    if args.json:
+        print(json.dumps({"workflow": prepared.workflow.name, "steps": console.plan_rows(prepared.plan)}, indent=2))
+    else:
+        _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
+        print(console.plan_text(prepared.plan, verbose=args.why))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .routing import Resolver
+    from .workflow import build_plan, load_workflow
+
+    config_path = args.config
+    workflows = []
+    for name in args.files:
+        if config_path is None and _looks_like_config(name):
+            config_path = name
+        else:
+            workflows.append(name)
+    config = load_config(config_path)
+    warnings = list(config.warnings)
+    for name in workflows:
+        warnings += build_plan(load_workflow(name), config, Resolver(config)).warnings
+    if args.json:
+        print(json.dumps({"valid": True, "config": config.path, "workflows": workflows, "warnings": warnings}, indent=2))
+    else:
+        _print_warnings(warnings)
+        print(f"ok: {config.path}" + "".join(f", {w}" for w in workflows))
+    return 0
+
+
+def _looks_like_config(path: str) -> bool:
+    from .config import read_yaml
+
+    data = read_yaml(Path(path)).data
+    return isinstance(data, dict) and ("llm" in data or "tools" in data) and "steps" not in data
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import load_config
+    from .config.export import to_data
+
+    data = to_data(load_config(args.config))
+    print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

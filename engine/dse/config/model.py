@@ -1,0 +1,178 @@
+"""The typed, validated configuration every other module reads.
+
+Plain frozen dataclasses: once loaded, a config never changes under a running workflow.
+Secrets are wrapped so that printing, logging or journaling a config cannot leak them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from ..errors import Location
+
+BACKEND_TYPES = (
+    "ollama",
+    "openai",
+    "azure",
+    "lmstudio",
+    "vllm",
+    "llamacpp",
+    "tabbyapi",
+    "foundry",
+    "openrouter",
+    "anthropic",
+)
+LOCAL_TYPES = frozenset({"ollama", "lmstudio", "vllm", "llamacpp", "tabbyapi", "foundry"})
+
+
+class Secret:
+    """A string that refuses to be printed; call `reveal()` at the single place it is sent."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server that can take calls for a backend role."""
+
+    url: str
+    weight: float = 1.0
+    max_concurrency: int | None = None
+    gpu: int | str | None = None
+
+
+@dataclass(frozen=True)
+class ManagedSettings:
+    """How many llama.cpp servers the engine starts itself, and with what."""
+
+    model: str = "smollm2"
+    replicas: int = 1
+    threads: int = 1
+    ctx_size: int = 2048
+    parallel: int = 1
+    binary: str | None = None
+    host: str = "127.0.0.1"
+    startup_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class AzureDeployment:
+    deployment: str
+    model: str | None = None
+    endpoint: str | None = None
+    api_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One backend block of `llm:`; `unavailable` says why it cannot be used, if it cannot."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key: Secret | None = None
+    api_key_env: str | None = None
+    organization: str | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+    endpoints: Mapping[str | None, tuple[Endpoint, ...]] = field(default_factory=dict)
+    context_windows: Mapping[str, int] = field(default_factory=dict)
+    embedding_model: str | None = None
+    timeout: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    endpoint: str | None = None
+    api_version: str | None = None
+    deployment_name: str | None = None
+    deployments: Mapping[str, AzureDeployment] = field(default_factory=dict)
+    managed: ManagedSettings | None = None
+    enabled: bool = True
+    declared: bool = True
+    unavailable: str | None = None
+    location: Location | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.type in LOCAL_TYPES
+
+    def endpoints_for(self, role: str | None) -> tuple[Endpoint, ...]:
+        """Role-specific endpoints, else the ones for every role, else `base_url` alone."""
+        if role is not None and role in self.endpoints:
+            return self.endpoints[role]
+        if None in self.endpoints:
+            return self.endpoints[None]
+        url = self.endpoint if self.type == "azure" else self.base_url
+        return (Endpoint(url),) if url else ()
+
+
+@dataclass(frozen=True)
+class GlobalDefaults:
+    default_backend: str | None = None
+    default_embedding_backend: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """A named LLM tool: which model it wants and the prompt it sends."""
+
+    name: str
+    type: str = "llm"
+    description: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    model_key: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    system: str | None = None
+    prompt: str | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    enabled: bool = True
+    weights: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType(
+            {"context_window": 30, "speed": 25, "cost": 15, "quality": 15, "specialization": 15}
+        )
+    )
+    top_k: int = 3
+    models: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole effective configuration, after defaults, expansion and validation."""
+
+    path: str
+    backend: str
+    fallback_backends: tuple[str, ...]
+    defaults: GlobalDefaults
+    backends: Mapping[str, BackendConfig]
+    tools: Mapping[str, ToolConfig]
+    selector: SelectorConfig
+    balancer: Mapping[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def default_backend(self) -> str:
+        """`global_defaults.default_backend` retargets every tool; `llm.backend` is the fallback."""
+        return self.defaults.default_backend or self.backend

@@ -1,0 +1,87 @@
+"""JSON Schema validation that speaks the user's language: file:line:col, key path, hint.
+
+The schemas in `schemas/` are the single source of truth for what input is valid; this module
+only turns jsonschema's findings into messages a person can act on, all at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from ..errors import InputError, InputErrors
+from .yaml_source import YamlSource, dotted
+
+
+def schema_dir() -> Path:
+    """Installed wheels carry the schemas inside the package; a source checkout keeps them at the top."""
+    packaged = Path(str(resources.files("dse"))) / "schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "schemas"
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    """A cached validator for `schemas/<name>.schema.json`."""
+    with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as handle:
+        return Draft202012Validator(json.load(handle))
+
+
+def validate(source: YamlSource, schema_name: str, data: Any | None = None) -> None:
+    """Raise every schema violation in `source` at once, each located and explained."""
+    target = source.data if data is None else data
+    errors = sorted(validator(schema_name).iter_errors(target), key=lambda e: list(map(str, e.absolute_path)))
+    found = [_explain(source, error) for error in errors]
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise InputErrors(found)
+
+
+def _explain(source: YamlSource, error: ValidationError) -> InputError:
+    if error.context:
+        error = best_match(error.context)
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed and not _matches_pattern(error.schema, k)]
+        key = unknown[0] if unknown else ""
+        here = (*path, key) if key else path
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+        return InputError(f"unknown key {key!r}", location=source.locate(here), hint=hint)
+    if error.validator == "required":
+        return InputError(error.message, location=source.locate(path))
+    if error.validator == "enum":
+        choices = [c for c in error.validator_value if isinstance(c, str)]
+        close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(map(str, error.validator_value))}"
+        return InputError(f"{error.instance!r} is not allowed here", location=source.locate(path), hint=hint)
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return InputError(_short(error), location=source.locate(path), hint=description)
+
+
+def _matches_pattern(schema: dict[str, Any], key: str) -> bool:
+    return any(re.search(pattern, key) for pattern in schema.get("patternProperties", {}))
+
+
+def _short(error: ValidationError) -> str:
+    """jsonschema quotes whole sub-documents; a user only needs the rule that failed."""
+    if error.validator == "type":
+        return f"expected {error.validator_value}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
+    if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
+        return f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
+    if error.validator == "pattern":
+        return f"{error.instance!r} does not match the pattern {error.validator_value}"
+    if error.validator in {"not", "anyOf", "oneOf"}:
+        return f"invalid combination of keys at {dotted(tuple(error.absolute_path)) or 'top level'}"
+    return error.message if len(error.message) <= 160 else error.message[:157] + "..."

@@ -1,0 +1,328 @@
+"""What the model selector knows about models: context window, speed, cost, quality, strengths.
+
+The numbers are honest approximations on 0..10 scales, meant to rank candidates against each
+other, not to benchmark them. A user's `model_selector.models` and a backend's
+`context_windows` always win over them, and a model nobody describes still gets a labelled
+guess from its name, so `model: auto` works with any model a server happens to host.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+LOCAL_BACKEND_TYPES = frozenset({"ollama", "llamacpp", "lmstudio", "vllm", "tabbyapi", "foundry", "local"})
+PRICE_TIERS = ("free", "low", "medium", "high")
+SPECIALIZATIONS = ("code", "reasoning", "writing", "summarization", "long_context", "chat")
+
+_PROVIDER_PREFIXES = frozenset(
+    {"ollama", "openai", "anthropic", "azure", "openrouter", "lmstudio", "vllm", "llamacpp", "tabbyapi", "foundry", "local"}
+)
+_OVERRIDE_NUMBERS = ("speed", "cost", "quality")
+_HOSTED_OPEN_WEIGHTS_COST = 8.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Selector-facing facts about one model; `known` is False when the numbers are a guess."""
+
+    name: str
+    context_window: int
+    speed: float
+    cost: float
+    quality: float
+    specialization: tuple[str, ...]
+    known: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A catalog row. Open-weight models are free on local servers and cheap when hosted."""
+
+    info: ModelInfo
+    open_weights: bool
+    aliases: tuple[str, ...] = ()
+
+
+def _entry(
+    name: str,
+    context_window: int,
+    speed: float,
+    cost: float,
+    quality: float,
+    specialization: tuple[str, ...],
+    *aliases: str,
+    open_weights: bool = False,
+) -> _Entry:
+    info = ModelInfo(name, context_window, speed, cost, quality, specialization, known=True)
+    return _Entry(info, open_weights, aliases)
+
+
+def _open(
+    name: str, context_window: int, speed: float, quality: float, specialization: tuple[str, ...], *aliases: str
+) -> _Entry:
+    return _entry(name, context_window, speed, 10.0, quality, specialization, *aliases, open_weights=True)
+
+
+# Listed best first within a family: resolve_alias callers pass these names in this order.
+_ENTRIES: tuple[_Entry, ...] = (
+    _entry("gpt-4o", 128000, 8.0, 5.0, 9.0, ("code", "reasoning", "chat", "long_context")),
+    _entry("gpt-4o-mini", 128000, 9.0, 8.5, 7.0, ("chat", "summarization", "long_context")),
+    _entry("gpt-4-turbo", 128000, 6.0, 3.0, 9.0, ("code", "reasoning", "long_context"), "gpt-4-turbo-preview"),
+    _entry("gpt-4", 8192, 4.0, 1.0, 8.5, ("code", "reasoning")),
+    _entry("gpt-3.5-turbo", 16385, 9.0, 8.0, 6.0, ("chat", "summarization")),
+    _entry("gpt-35-turbo", 16385, 9.0, 8.0, 6.0, ("chat", "summarization")),
+    _entry(
+        "claude-3-5-sonnet-20241022",
+        200000, 7.0, 4.0, 9.5, ("code", "reasoning", "writing", "long_context"),
+        "claude-3-5-sonnet", "claude-3.5-sonnet",
+    ),
+    _entry(
+        "claude-3-opus-20240229",
+        200000, 3.0, 1.0, 9.0, ("reasoning", "writing", "long_context"),
+        "claude-3-opus",
+    ),
+    _entry(
+        "claude-3-sonnet-20240229",
+        200000, 6.0, 4.0, 7.5, ("writing", "long_context"),
+        "claude-3-sonnet",
+    ),
+    _entry(
+        "claude-3-haiku-20240307",
+        200000, 9.0, 8.0, 6.0, ("chat", "summarization", "long_context"),
+        "claude-3-haiku",
+    ),
+    _open("qwen2.5-coder:14b", 131072, 4.5, 7.5, ("code", "long_context")),
+    _open("qwen2.5-coder", 32768, 6.0, 6.5, ("code",)),
+    _open("codellama", 16384, 6.0, 5.0, ("code",)),
+    _open("mistral-nemo", 131072, 5.0, 6.5, ("chat", "code", "long_context")),
+    _open("llama3", 8192, 6.0, 6.0, ("chat", "reasoning"), "meta-llama-3-8b-instruct"),
+    _open("llama3.2", 131072, 8.0, 4.5, ("chat", "summarization")),
+    _open("llama2", 4096, 5.5, 4.0, ("chat",)),
+    _open("mistral", 32768, 6.5, 5.0, ("chat",), "mistral-7b", "mistral-7b-instruct"),
+    _open("phi-3.5-mini", 131072, 8.0, 5.0, ("reasoning", "long_context"), "phi3.5"),
+    _open("phi", 2048, 8.5, 3.0, ("reasoning",), "phi-2"),
+    _open("gemma2", 8192, 6.0, 6.0, ("chat",)),
+    _open("gemma2:2b", 8192, 9.0, 3.5, ("chat",)),
+    _open("tinyllama", 2048, 9.5, 2.0, ("chat",)),
+    _open("smollm2", 8192, 10.0, 1.5, ("chat",), "smollm2:135m", "smollm2-135m", "smollm2-135m-instruct"),
+)
+
+_BY_KEY: Mapping[str, _Entry] = {
+    key: entry for entry in _ENTRIES for key in (entry.info.name, *entry.aliases)
+}
+
+
+def known_models() -> tuple[str, ...]:
+    """Names in the built-in catalog, best first within each family."""
+    return tuple(entry.info.name for entry in _ENTRIES)
+
+
+def is_local(backend_type: str) -> bool:
+    """Local servers run open weights on the user's hardware, so calls cost nothing."""
+    return backend_type.lower() in LOCAL_BACKEND_TYPES
+
+
+def lookup(
+    model: str,
+    backend_type: str,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    context_windows: Mapping[str, int] | None = None,
+) -> ModelInfo:
+    """Describe a model as served by a backend of this type.
+
+    Order: `context_windows` (the backend's own config) for the window, `overrides` (the
+    config's model_selector.models) for everything else, then the catalog by exact then
+    normalised name, then a guess from the name and backend type.
+    """
+    keys = _match_keys(model)
+    base = _catalog_info(keys, backend_type) or _guess(model, keys[-1], backend_type)
+    override = _find(keys, overrides)
+    window = _find(keys, context_windows)
+    info = _apply_override(replace(base, name=model), model, override) if override else replace(base, name=model)
+    if window is not None:
+        info = replace(info, context_window=_window(model, window))
+    guessed = not base.known and not _covers(override, window)
+    return replace(info, known=not guessed)
+
+
+def price_tier(info: ModelInfo) -> str:
+    """Bucket the 0..10 cheapness score into the tiers users write in `max_cost`."""
+    if info.cost >= 9.5:
+        return "free"
+    if info.cost >= 7.0:
+        return "low"
+    if info.cost >= 4.0:
+        return "medium"
+    return "high"
+
+
+def resolve_alias(alias: str, names: Iterable[str]) -> str | None:
+    """Pick the name among `names` that a family alias ("opus", "gpt-4", "sonnet") means.
+
+    Exact beats normalised-equal beats a whole-token match at the start of the name beats one
+    anywhere in it; "gpt-4" never matches "gpt-4o" because "4" and "4o" are different tokens.
+    Ties go to the earlier name, so callers list their preferred names first.
+    """
+    wanted = alias.strip().lower()
+    pool = list(dict.fromkeys(names))
+    if not wanted:
+        return None
+    tiers = (
+        lambda name: name.lower() == wanted,
+        lambda name: wanted in _match_keys(name),
+        lambda name: _token_match(wanted, name, anywhere=False),
+        lambda name: _token_match(wanted, name, anywhere=True),
+    )
+    for matches in tiers:
+        found = next((name for name in pool if matches(name)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _match_keys(model: str) -> list[str]:
+    """Ever looser spellings of a name, most specific first; the last one is the bare family."""
+    name = model.strip().lower()
+    keys = [name]
+    name = _without_provider(name)
+    keys.append(name)
+    name = re.sub(r"[:\-]latest$", "", name)
+    name = re.sub(r"(?:[.\-](?:gguf|q\d\w*|f16|fp16|bf16|awq|gptq))+$", "", name)
+    keys.append(name)
+    keys.append(re.sub(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|\d{4})$", "", name))
+    keys.append(keys[-1].split(":", 1)[0])
+    return list(dict.fromkeys(keys))
+
+
+def _without_provider(name: str) -> str:
+    """Drop "anthropic/" (OpenRouter, Hugging Face) or "ollama:" (dse's backend prefix)."""
+    if "/" in name:
+        return name.rsplit("/", 1)[1]
+    if ":" in name and name.split(":", 1)[0] in _PROVIDER_PREFIXES:
+        return name.split(":", 1)[1]
+    return name
+
+
+def _catalog_info(keys: list[str], backend_type: str) -> ModelInfo | None:
+    entry = next((_BY_KEY[key] for key in keys if key in _BY_KEY), None)
+    if entry is None:
+        return None
+    if entry.open_weights and not is_local(backend_type):
+        return replace(entry.info, cost=_HOSTED_OPEN_WEIGHTS_COST)
+    return entry.info
+
+
+def _find(keys: list[str], table: Mapping[str, object] | None) -> object | None:
+    """Find a config entry under any spelling of the name, so "llama3" also covers "llama3:latest"."""
+    if not table:
+        return None
+    folded = {str(key).strip().lower(): value for key, value in table.items()}
+    return next((folded[key] for key in keys if key in folded), None)
+
+
+def _covers(override: object | None, window: object | None) -> bool:
+    """True when the user supplied every number, so nothing about the model is a guess."""
+    given = set(override) if isinstance(override, Mapping) else set()
+    return set(_OVERRIDE_NUMBERS) <= given and ("context_window" in given or window is not None)
+
+
+def _apply_override(info: ModelInfo, model: str, override: object) -> ModelInfo:
+    if not isinstance(override, Mapping):
+        raise ValueError(f"model_selector.models.{model} must be a mapping, not {type(override).__name__}")
+    changes: dict[str, object] = {}
+    for key, value in override.items():
+        if key == "context_window":
+            changes[key] = _window(model, value)
+        elif key in _OVERRIDE_NUMBERS:
+            changes[key] = _score(model, key, value)
+        elif key == "specialization":
+            changes[key] = _tags(model, value)
+        else:
+            raise ValueError(f"model_selector.models.{model}: unknown key {key!r}")
+    return replace(info, **changes)
+
+
+def _window(model: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"context window of {model} must be a positive integer, not {value!r}")
+    return value
+
+
+def _score(model: str, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+        raise ValueError(f"model_selector.models.{model}.{key} must be a number from 0 to 10, not {value!r}")
+    return float(value)
+
+
+def _tags(model: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(tag, str) for tag in value):
+        return tuple(value)
+    raise ValueError(f"model_selector.models.{model}.specialization must be a list of strings, not {value!r}")
+
+
+_SIZE = re.compile(r"(?<![\w.])(?:\d+x)?(\d+(?:\.\d+)?)([bm])(?![a-z])")
+_SIZE_CLASSES: tuple[tuple[float, float, float], ...] = (
+    (1.0, 9.5, 2.0),
+    (3.0, 9.0, 3.5),
+    (8.0, 7.0, 5.5),
+    (15.0, 5.5, 6.5),
+    (35.0, 4.0, 7.5),
+    (math.inf, 2.5, 8.5),
+)
+_SPECIALIZATION_HINTS: tuple[tuple[str, str], ...] = (
+    ("code", r"cod(?:e|er|ing)|starcoder|devstral"),
+    ("reasoning", r"reason|math|r1|qwq|think"),
+    ("chat", r"chat|instruct"),
+)
+
+
+def _guess(model: str, family: str, backend_type: str) -> ModelInfo:
+    """Estimate from the name: size tags set speed and quality, keywords set strengths."""
+    speed, quality = _size_class(family, model.lower())
+    context = re.search(r"(?<!\d)(\d{1,3})k(?![a-z])", model.lower())
+    default_window = 4096 if is_local(backend_type) else 8192
+    return ModelInfo(
+        name=model,
+        context_window=int(context.group(1)) * 1024 if context else default_window,
+        speed=speed,
+        cost=10.0 if is_local(backend_type) else 5.0,
+        quality=quality,
+        specialization=tuple(tag for tag, hint in _SPECIALIZATION_HINTS if re.search(hint, model.lower())),
+        known=False,
+    )
+
+
+def _size_class(family: str, name: str) -> tuple[float, float]:
+    size = _SIZE.search(name)
+    if size is None:
+        if re.search(r"tiny|mini|small|nano", family):
+            return 8.5, 3.5
+        return 5.0, 5.0
+    billions = float(size.group(1)) / (1000.0 if size.group(2) == "m" else 1.0)
+    return next((speed, quality) for limit, speed, quality in _SIZE_CLASSES if billions <= limit)
+
+
+def _token_match(wanted: str, name: str, *, anywhere: bool) -> bool:
+    """Does `wanted` occur in `name` as whole tokens? Tried with "3.5" kept apart and joined."""
+    bare = _without_provider(name.strip().lower())
+    for split in (_tokens, _joined_tokens):
+        needle, hay = split(wanted), split(bare)
+        if not needle:
+            continue
+        starts = range(len(hay) - len(needle) + 1) if anywhere else range(1)
+        if any(hay[i : i + len(needle)] == needle for i in starts):
+            return True
+    return False
+
+
+def _tokens(name: str) -> list[str]:
+    return [token for token in re.split(r"[\s\-:/_.]+", name) if token]
+
+
+def _joined_tokens(name: str) -> list[str]:
+    return _tokens(re.sub(r"(?<=\d)\.(?=\d)", "", name))

@@ -1,0 +1,354 @@
+"""Which backend and model a step gets, by the precedence in DESIGN.md section 3.
+
+Highest first: a directive in the step's text, the step's own settings, the tool's settings,
+then the global default backend and the backend's model for the role. Each rule that fires
+appends a sentence to `reasons`, so `dse plan` can show a user exactly why a step goes where
+it goes, and a user can predict it before running anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.model import BACKEND_TYPES, LOCAL_TYPES, BackendConfig, Config, ToolConfig
+from ..errors import InputError, Location
+from . import catalog, directives, selector
+from .target import Target
+
+# What a backend with no `models:` block answers for a role: the guide's own recommendations,
+# so `backend: anthropic` with nothing else still resolves to something sensible.
+_BUILTIN_MODELS: dict[str, dict[str | None, str]] = {
+    "anthropic": {None: "claude-3-5-sonnet-20241022", "triage": "claude-3-haiku-20240307"},
+    "openai": {None: "gpt-4o", "triage": "gpt-4o-mini"},
+    "azure": {None: "gpt-4"},
+    "openrouter": {None: "anthropic/claude-3.5-sonnet"},
+    "ollama": {None: "llama3", "triage": "tinyllama", "generator": "qwen2.5-coder:14b"},
+    "llamacpp": {None: "smollm2"},
+}
+_DEFAULT_ROLE = "generator"
+# Model-name prefixes that say which vendor a bare name belongs to.
+_VENDOR_PREFIXES = {"claude": "anthropic", "gpt-": "openai", "o1": "openai", "o3": "openai"}
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a step asks for, gathered from the step and its tool, before any rule is applied."""
+
+    step_id: str
+    tool: ToolConfig | None = None
+    backend: str | None = None
+    model: str | None = None
+    model_key: str | None = None
+    text: str = ""
+    select: Mapping[str, Any] | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    target: Target
+    text: str
+    directive: directives.Directive | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Resolver:
+    """Applies the resolution rules of one config; pure and cheap, so `dse plan` and `dse run` agree."""
+
+    def __init__(self, config: Config, managed_endpoints: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        self.config = config
+        self.managed_endpoints = dict(managed_endpoints or {})
+
+    def resolve(self, intent: Intent) -> Resolution:
+        reasons: list[str] = []
+        warnings: list[str] = []
+        text = intent.text
+        found = directives.find_directive(text) if text else None
+        if found is not None:
+            text = directives.strip_directive(text, found)
+            target = self._from_directive(intent, found, reasons, warnings)
+            if target is not None:
+                return Resolution(target, text, found, tuple(warnings))
+        return Resolution(self._from_settings(intent, reasons), text, found, tuple(warnings))
+
+    def _from_settings(self, intent: Intent, reasons: list[str]) -> Target:
+        tool = intent.tool
+        model = intent.model or (tool.model if tool else None)
+        model_key = intent.model_key or (tool.model_key if tool else None)
+        if intent.model or intent.model_key:
+            rule_model = "step"
+        else:
+            rule_model = f"tool {tool.name!r}" if tool and (tool.model or tool.model_key) else None
+
+        if intent.backend:
+            backend = self._backend(intent.backend, intent)
+            rule = "step backend"
+            reasons.append(f"step {intent.step_id!r} sets backend: {intent.backend}")
+        elif tool and tool.backend:
+            backend = self._backend(tool.backend, intent)
+            rule = "tool backend"
+            reasons.append(f"tool {tool.name!r} sets backend: {tool.backend}")
+        else:
+            backend, rule = None, ""
+
+        if intent.select is not None or model == "auto":
+            return self._select(intent, reasons, backend)
+
+        if model and ":" in model and model.split(":", 1)[0] in self._backend_names():
+            prefix, bare = model.split(":", 1)
+            backend = self._backend(prefix, intent)
+            reasons.append(f"model {model!r} is provider-prefixed: backend {prefix}, model {bare}")
+            return self._target(backend, bare, model_key, "provider prefix", reasons, intent)
+
+        if backend is None and model:
+            owner = self._owner(model, intent)
+            if owner is not None:
+                backend, why = owner
+                reasons.append(why)
+                rule = "model owner"
+        if backend is None:
+            backend = self._default_backend(intent, reasons)
+            rule = "global default" if self.config.defaults.default_backend else "llm.backend"
+
+        if model:
+            reasons.append(f"{rule_model or 'step'} sets model: {model}")
+            return self._target(backend, model, model_key, rule if rule_model is None else f"{rule} + {rule_model} model", reasons, intent)
+        role = model_key or self._default_role(backend)
+        chosen, why = self._model_for_role(backend, role, intent)
+        reasons.append(why)
+        return self._target(backend, chosen, role, rule if not model_key else f"{rule} + model_key", reasons, intent)
+
+    def _from_directive(
+        self, intent: Intent, found: directives.Directive, reasons: list[str], warnings: list[str]
+    ) -> Target | None:
+        reasons.append(f"directive {found.phrase.strip()!r} in step {intent.step_id!r}")
+        if found.criterion is not None:
+            weights = selector.Weights.for_criterion(found.criterion)
+            constraints = selector.Constraints(specialization=found.specialization)
+            return self._select(intent, reasons, None, weights=weights, constraints=constraints, task=found.specialization)
+        backend = self._backend_for_hint(found.backend) if found.backend else None
+        if found.backend and (backend is None or backend.unavailable):
+            why = "is not configured" if backend is None else f"is unavailable ({backend.unavailable})"
+            fallback = next(
+                (self.config.backends[n] for n in self.config.fallback_backends if self._usable(n)), None
+            )
+            message = f"directive asks for {found.backend}, which {why}"
+            if fallback is None:
+                warnings.append(f"{message}; no fallback backend is available, so the directive is ignored")
+                reasons.append(f"{message}; ignored (no available fallback)")
+                return None
+            warnings.append(f"{message}; falling back to {fallback.name}")
+            reasons.append(f"{message}; falling back along fallback_backends to {fallback.name}")
+            backend = fallback
+        if backend is None:
+            backend = self._default_backend(intent, reasons)
+        if found.model:
+            names = list(dict.fromkeys([*backend.models.values(), *catalog.known_models()]))
+            model = catalog.resolve_alias(found.model, names) or found.model
+            reasons.append(f"directive names model {found.model!r}: {model}")
+            return self._target(backend, model, None, "directive", reasons, intent)
+        role = intent.model_key or (intent.tool.model_key if intent.tool else None) or self._default_role(backend)
+        model, why = self._model_for_role(backend, role, intent)
+        reasons.append(why)
+        return self._target(backend, model, role, "directive", reasons, intent)
+
+    def _select(
+        self,
+        intent: Intent,
+        reasons: list[str],
+        backend: BackendConfig | None,
+        *,
+        weights: selector.Weights | None = None,
+        constraints: selector.Constraints | None = None,
+        task: str | None = None,
+    ) -> Target:
+        spec = dict(intent.select or {})
+        candidates = self.candidates(only=backend.name if backend else None)
+        constraints = constraints or selector.Constraints(
+            max_cost=spec.get("max_cost"),
+            min_speed=spec.get("min_speed"),
+            min_context=spec.get("min_context"),
+            specialization=spec.get("specialization"),
+            backends=tuple(spec.get("backends") or ()),
+            exclude_backends=tuple(spec.get("exclude_backends") or ()),
+        )
+        ranked = selector.rank(
+            candidates,
+            task=spec.get("task") or task or intent.text or None,
+            weights=weights or selector.Weights(**self.config.selector.weights),
+            constraints=constraints,
+            top_k=1,
+            overrides=self.config.selector.models,
+            context_windows={b.name: b.context_windows for b in self.config.backends.values()},
+        )
+        if not ranked:
+            raise InputError(
+                f"step {intent.step_id!r}: the model selector found no candidate",
+                location=intent.location,
+                hint="relax the select: constraints, or configure models on an available backend",
+            )
+        best = ranked[0]
+        reasons.append(
+            f"model selector picked {best.candidate.backend}:{best.candidate.model} (score {best.score:.1f}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in best.breakdown.items())
+            + ")"
+        )
+        chosen = self.config.backends[best.candidate.backend]
+        role = next((r for r, m in chosen.models.items() if m == best.candidate.model), None)
+        return self._target(chosen, best.candidate.model, role, "model selector", reasons, intent)
+
+    def candidates(self, only: str | None = None) -> list[selector.Candidate]:
+        """Every (backend, model) the selector may choose from: each backend's configured models."""
+        out: list[selector.Candidate] = []
+        for backend in self.config.backends.values():
+            if only and backend.name != only:
+                continue
+            models = list(dict.fromkeys(backend.models.values())) or [self._builtin(backend, None)]
+            for model in models:
+                out.append(
+                    selector.Candidate(
+                        backend=backend.name,
+                        backend_type=backend.type,
+                        model=model,
+                        available=backend.unavailable is None,
+                        reason=backend.unavailable or "",
+                    )
+                )
+        return out
+
+    def _target(
+        self, backend: BackendConfig, model: str, role: str | None, rule: str, reasons: list[str], intent: Intent
+    ) -> Target:
+        tool = intent.tool
+        defaults = self.config.defaults
+        deployment = None
+        if backend.type == "azure":
+            match = backend.deployments.get(role or "") or next(
+                (d for d in backend.deployments.values() if d.model == model), None
+            )
+            deployment = match.deployment if match else (backend.deployment_name or model)
+        if backend.unavailable:
+            reasons.append(f"note: backend {backend.name} is unavailable ({backend.unavailable}); fallbacks apply at run time")
+        endpoints = self.managed_endpoints.get(backend.name) or tuple(e.url for e in backend.endpoints_for(role))
+        return Target(
+            backend=backend.name,
+            backend_type=backend.type,
+            model=model,
+            role=role,
+            rule=rule,
+            reasons=tuple(reasons),
+            endpoints=endpoints,
+            deployment=deployment,
+            temperature=_first(tool.temperature if tool else None, defaults.temperature),
+            max_tokens=_first(tool.max_tokens if tool else None, defaults.max_tokens),
+            timeout=_first(tool.timeout if tool else None, backend.timeout, defaults.timeout),
+            fallbacks=tuple(n for n in self.config.fallback_backends if n != backend.name),
+        )
+
+    def _model_for_role(self, backend: BackendConfig, role: str, intent: Intent) -> tuple[str, str]:
+        if role in backend.models:
+            return backend.models[role], f"model_key {role!r} -> {backend.name}.models.{role} = {backend.models[role]}"
+        if backend.type == "azure" and role in backend.deployments:
+            d = backend.deployments[role]
+            return d.model or d.deployment, f"model_key {role!r} -> {backend.name}.deployments.{role}"
+        if backend.managed is not None:
+            return backend.managed.model, f"{backend.name} serves its managed model {backend.managed.model}"
+        if backend.models:
+            close = difflib.get_close_matches(role, list(backend.models), n=1, cutoff=0.5)
+            raise InputError(
+                f"step {intent.step_id!r}: backend {backend.name!r} has no model for role {role!r}",
+                location=intent.location,
+                hint=f"did you mean {close[0]!r}?" if close else f"add llm.{backend.name}.models.{role}, or set model:",
+            )
+        model = self._builtin(backend, role)
+        return model, f"{backend.name} lists no models; built-in default for {backend.type} role {role!r}: {model}"
+
+    def _builtin(self, backend: BackendConfig, role: str | None) -> str:
+        if backend.managed is not None:
+            return backend.managed.model
+        if backend.type == "azure" and backend.deployment_name:
+            return backend.deployment_name
+        table = _BUILTIN_MODELS.get(backend.type, {None: "default"})
+        return table.get(role, table[None])
+
+    def _default_role(self, backend: BackendConfig) -> str:
+        if _DEFAULT_ROLE in backend.models or not backend.models:
+            return _DEFAULT_ROLE
+        return next(iter(backend.models))
+
+    def _default_backend(self, intent: Intent, reasons: list[str]) -> BackendConfig:
+        name = self.config.default_backend
+        if not name:
+            raise InputError(
+                f"step {intent.step_id!r}: no backend to use",
+                location=intent.location,
+                hint="set llm.backend or llm.global_defaults.default_backend in config.yaml",
+            )
+        source = "llm.global_defaults.default_backend" if self.config.defaults.default_backend else "llm.backend"
+        reasons.append(f"{source} = {name}")
+        return self._backend(name, intent)
+
+    def _owner(self, model: str, intent: Intent) -> tuple[BackendConfig, str] | None:
+        """The backend a bare model name belongs to: the one that lists it, or its vendor's."""
+        owners = [
+            b
+            for b in self.config.backends.values()
+            if model in b.models.values()
+            or model in b.context_windows
+            or any(d.model == model or d.deployment == model for d in b.deployments.values())
+        ]
+        if len(owners) == 1:
+            return owners[0], f"model {model!r} is listed only by backend {owners[0].name}"
+        default = self.config.default_backend
+        if len(owners) > 1:
+            if default in {b.name for b in owners}:
+                return self.config.backends[default], f"model {model!r} is listed by several backends; the default {default} is one"
+            raise InputError(
+                f"step {intent.step_id!r}: model {model!r} is listed by several backends: "
+                + ", ".join(sorted(b.name for b in owners)),
+                location=intent.location,
+                hint=f"write it provider-prefixed, e.g. {sorted(b.name for b in owners)[0]}:{model}",
+            )
+        vendor = next((t for p, t in _VENDOR_PREFIXES.items() if model.startswith(p)), None)
+        if vendor and vendor != self._type_of(default):
+            typed = [b for b in self.config.backends.values() if b.type == vendor]
+            if typed:
+                return typed[0], f"model {model!r} is a {vendor} model; backend {typed[0].name} serves {vendor}"
+        return None
+
+    def _type_of(self, name: str) -> str | None:
+        backend = self.config.backends.get(name)
+        return backend.type if backend else None
+
+    def _backend(self, name: str, intent: Intent) -> BackendConfig:
+        if name in self.config.backends:
+            return self.config.backends[name]
+        close = difflib.get_close_matches(name, self._backend_names(), n=1, cutoff=0.5)
+        raise InputError(
+            f"step {intent.step_id!r}: unknown backend {name!r}",
+            location=intent.location,
+            hint=f"did you mean {close[0]!r}?" if close else f"configured: {', '.join(sorted(self.config.backends))}",
+        )
+
+    def _backend_names(self) -> list[str]:
+        return sorted(set(self.config.backends) | set(BACKEND_TYPES))
+
+    def _backend_for_hint(self, hint: str) -> BackendConfig | None:
+        """A directive names a vendor ("claude" -> anthropic) or "local"; find the block that serves it."""
+        backends = self.config.backends
+        if hint in backends:
+            return backends[hint]
+        if hint == "local":
+            return next((b for b in backends.values() if b.type in LOCAL_TYPES), None)
+        return next((b for b in backends.values() if b.type == hint), None)
+
+    def _usable(self, name: str) -> bool:
+        backend = self.config.backends.get(name)
+        return backend is not None and backend.unavailable is None
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)

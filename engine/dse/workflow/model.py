@@ -1,0 +1,114 @@
+"""Workflows as typed data: what a user wrote in `workflows/*.yaml`, validated and located."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import schema
+from ..config.yaml_source import YamlSource, read_yaml
+from ..errors import InputError, Location
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str = "string"
+    default: Any = None
+    description: str | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step. Exactly one of `tool`/`prompt` (a model call), `run` (a command) or `workflow`."""
+
+    id: str
+    location: Location
+    name: str | None = None
+    needs: tuple[str, ...] = ()
+    tool: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    run: tuple[str, ...] | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    workflow: str | None = None
+    with_: Mapping[str, Any] = field(default_factory=dict)
+    when: str | None = None
+    for_each: str | list[Any] | None = None
+    retry: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    continue_on_error: bool = False
+    output: str = "text"
+    output_schema: Mapping[str, Any] | None = None
+    backend: str | None = None
+    model: str | None = None
+    model_key: str | None = None
+    select: Mapping[str, Any] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.run is not None:
+            return "run"
+        if self.workflow is not None:
+            return "workflow"
+        return "llm"
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    path: str
+    source: YamlSource
+    steps: tuple[Step, ...]
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    env: tuple[str, ...] = ()
+    description: str | None = None
+    max_parallel: int | None = None
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+_STEP_KEYS = {f for f in Step.__dataclass_fields__ if f not in {"id", "location", "with_"}}
+
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Parse and schema-check a workflow file; graph checks happen in `dag.build_dag`."""
+    source = read_yaml(Path(path))
+    if not isinstance(source.data, dict):
+        raise InputError("a workflow must be a YAML mapping with `name:` and `steps:`", location=Location(str(path), 1, 1))
+    schema.validate(source, "workflow")
+    data = source.data
+    steps = []
+    seen: dict[str, Location] = {}
+    for index, raw in enumerate(data["steps"]):
+        location = source.locate(("steps", index, "id"))
+        if raw["id"] in seen:
+            raise InputError(f"duplicate step id {raw['id']!r} (first at line {seen[raw['id']].line})", location=location)
+        seen[raw["id"]] = location
+        values = {k: v for k, v in raw.items() if k in _STEP_KEYS}
+        if "run" in values:
+            values["run"] = tuple(str(a) for a in values["run"])
+        values["needs"] = tuple(values.get("needs", ()))
+        steps.append(Step(id=raw["id"], location=location, with_=raw.get("with") or {}, **values))
+    inputs = {
+        name: InputSpec(name=name, **(spec or {})) for name, spec in (data.get("inputs") or {}).items()
+    }
+    return Workflow(
+        name=data["name"],
+        path=str(path),
+        source=source,
+        steps=tuple(steps),
+        inputs=inputs,
+        outputs=data.get("outputs") or {},
+        env=tuple(data.get("env") or ()),
+        description=data.get("description"),
+        max_parallel=data.get("max_parallel"),
+    )
