@@ -1,27 +1,12 @@
-"""Shared test helpers: run the real `dse` command, find the repository's files."""
+"""Shared fixtures: files in a temporary directory, a small git repository to review."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_dse(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """`dse ARGS` in a subprocess, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "dse", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -35,3 +20,24 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A small repository whose last commit is a real change worth reviewing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (repo / "calc.py").write_text("def divide(a, b):\n    return a / b\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "Add divide")
+    (repo / "calc.py").write_text(
+        "def divide(a, b):\n    return a / b\n\n\ndef average(values):\n    return divide(sum(values), len(values))\n"
+    )
+    git("commit", "-qam", "Add average")
+    return repo

@@ -15,9 +15,7 @@ def step_line(result: StepResult) -> str:
     """One progress line per step event: status, where it ran, tokens, time."""
     parts = [f"[{_MARKS.get(result.status, '  ')}] {result.id:<14} {result.status:<8}"]
     if result.kind == "llm" and result.backend:
-        parts.append(f"{result.backend}/{result.model}")
-        if result.endpoint:
-            parts.append(f"@ {result.endpoint}")
+        parts.append(f"{result.backend}/{result.model}" + (f" @ {result.endpoint}" if result.endpoint else ""))
     elif result.kind != "llm":
         parts.append(result.kind)
     if result.status in ("done", "failed"):

@@ -37,10 +37,14 @@ def free_port(host: str) -> int:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: deliver SIGTERM to it when `dse` dies, however it dies."""
+    """Runs in the child before exec: kill it when `dse` dies, however it dies.
+
+    SIGKILL, not SIGTERM: the kernel sends this signal again each time a thread of the parent
+    exits, and llama-server hangs on a second SIGTERM during its own shutdown.
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass

@@ -219,7 +219,7 @@ def _find(keys: list[str], table: Mapping[str, object] | None) -> object | None:
     """Find a config entry under any spelling of the name, so "llama3" also covers "llama3:latest"."""
     if not table:
         return None
-    folded = {str(key).strip().lower(): value for key, value in table.items()}
+    folded = {re.sub(r":latest$", "", str(key).strip().lower()): value for key, value in table.items()}
     return next((folded[key] for key in keys if key in folded), None)
 
 

@@ -137,6 +137,7 @@ _TARGET_CLAUSE = re.compile(
 _TAIL = re.compile(
     r"(?:[ \t]+(?:for|on|in)[ \t]+this(?:[ \t]+(?:step|task|operation|analysis|one|request"
     r"|job|prompt|part|stage|question|query))?(?!\w))?"
+    r"(?:[ \t]+(?:here|instead)(?!\w))?"
     rf"(?:,?[ \t]+please(?!\w))?(?={_FOLLOW})",
     _FLAGS,
 )
@@ -225,7 +226,7 @@ def _directive_at(text: str, start: int) -> Directive | None:
 
 def _chained_clause(text: str, pos: int) -> _Clause | None:
     connector = _CONNECTOR.match(text, pos)
-    return _clause_at(text, connector.end())
+    return _clause_at(text, connector.end()) if connector else None
 
 
 def _clause_at(text: str, pos: int) -> _Clause | None:

@@ -143,6 +143,8 @@ class Executor:
             result.status = SKIPPED
             self.on_event(result)
             return
+        if planned.resolution is not None:
+            result.backend, result.model = planned.resolution.target.backend, planned.resolution.target.model
         result.status = RUNNING
         self.on_event(result)
         attempts = int(step.retry.get("attempts", 1))
@@ -170,7 +172,6 @@ class Executor:
         step, tool, resolution = planned.step, planned.tool, planned.resolution
         assert resolution is not None
         target = resolution.target
-        result.backend, result.model = target.backend, target.model
         where = step.location
         local = {**context, **templating.render_value(dict(step.with_), context, where=where)}
         messages = []
