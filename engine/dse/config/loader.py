@@ -164,6 +164,9 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         selector=selector,
         balancer=llm.get("balancer") or {},
         warnings=tuple(warnings),
+        implicit={
+            t: _backend(t, {}, [], Location(source.file), env, declared=False) for t in BACKEND_TYPES if t not in backends
+        },
     )
 
 

@@ -113,6 +113,9 @@ class BackendConfig:
         """Role-specific endpoints, else the ones for every role, else `base_url` alone."""
         if role is not None and role in self.endpoints:
             return self.endpoints[role]
+        deployment = self.deployments.get(role or "")
+        if deployment is not None and deployment.endpoint:
+            return (Endpoint(deployment.endpoint),)
         if None in self.endpoints:
             return self.endpoints[None]
         url = self.endpoint if self.type == "azure" else self.base_url
@@ -171,6 +174,15 @@ class Config:
     selector: SelectorConfig
     balancer: Mapping[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    implicit: Mapping[str, BackendConfig] = field(default_factory=dict)
+
+    def find_backend(self, name: str) -> BackendConfig | None:
+        """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.
+
+        That is what lets a step say `model: openrouter:anthropic/claude-3.5-sonnet` without an
+        `llm.openrouter:` block: the vendor's URL and standard key variable apply.
+        """
+        return self.backends.get(name) or self.implicit.get(name)
 
     @property
     def default_backend(self) -> str:

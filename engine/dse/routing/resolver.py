@@ -324,8 +324,9 @@ class Resolver:
         return backend.type if backend else None
 
     def _backend(self, name: str, intent: Intent) -> BackendConfig:
-        if name in self.config.backends:
-            return self.config.backends[name]
+        backend = self.config.find_backend(name)
+        if backend is not None:
+            return backend
         close = difflib.get_close_matches(name, self._backend_names(), n=1, cutoff=0.5)
         raise InputError(
             f"step {intent.step_id!r}: unknown backend {name!r}",

@@ -33,7 +33,8 @@ class Router:
 
     def pool(self, backend: str, role: str | None) -> EndpointPool:
         """Managed replicas share one pool; configured endpoints may differ per role."""
-        config = self.config.backends[backend]
+        config = self.config.find_backend(backend)
+        assert config is not None
         key = (backend, None if backend in self.managed_endpoints or role not in config.endpoints else role)
         pool = self._pools.get(key)
         if pool is None:
@@ -52,7 +53,8 @@ class Router:
     def _backend(self, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            config = self.config.backends[name]
+            config = self.config.find_backend(name)
+            assert config is not None
             if config.unavailable:
                 raise BackendUnavailable(f"backend {name!r} is unavailable: {config.unavailable}", backend=name)
             backend = self._factory(config)

@@ -206,6 +206,7 @@ class Executor:
             stdout, stderr = await process.communicate()
         except asyncio.CancelledError:
             process.kill()
+            await process.wait()
             raise
         if process.returncode != 0:
             tail = stderr.decode(errors="replace").strip().splitlines()[-3:]

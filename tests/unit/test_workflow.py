@@ -1,0 +1,191 @@
+"""Workflow loading, the DAG, sandboxed templating and the executor, against a recording model."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dse.backends import ChatResponse, Message, Usage
+from dse.config import load_config
+from dse.errors import InputError, InputErrors
+from dse.routing import Resolver, Target
+from dse.workflow import Executor, bind_inputs, build_plan, load_workflow
+from dse.workflow.templating import render
+
+CONFIG = """\
+llm:
+  backend: fake
+  fake: {type: openai, api_key: x, base_url: "http://127.0.0.1:9/v1", models: {generator: m1}}
+tools:
+  echo:
+    system: "You repeat."
+    prompt: "Repeat: {{ text }}"
+"""
+
+
+class RecordingModel:
+    """Answers every call with a function of its prompt, and records when each call ran."""
+
+    def __init__(self, answer=lambda prompt: f"answer to {prompt}", delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.calls: list[tuple[Target, list[Message], float, float]] = []
+
+    async def chat(self, target: Target, messages: list[Message]) -> ChatResponse:
+        started = time.monotonic()
+        await asyncio.sleep(self.delay)
+        text = self.answer(messages[-1].content)
+        self.calls.append((target, messages, started, time.monotonic()))
+        return ChatResponse(text, target.model, target.backend, "http://stub", Usage(3, 5), 0.01)
+
+
+def plan_for(write, workflow_text: str):
+    config = load_config(write("config.yaml", CONFIG), environ={})
+    workflow = load_workflow(write("wf.yaml", workflow_text))
+    return build_plan(workflow, config, Resolver(config))
+
+
+def run(plan, model, inputs=None, **kw):
+    return asyncio.run(Executor(plan, model, **kw).run(bind_inputs(plan.workflow, inputs or {})))
+
+
+def test_template_references_become_dependencies(write) -> None:
+    plan = plan_for(
+        write,
+        "name: t\nsteps:\n"
+        "  - id: b\n    prompt: 'use {{ steps.a.output }}'\n"
+        "  - id: a\n    run: [echo, hi]\n"
+        "  - id: c\n    needs: [a]\n    when: \"steps.b.output != ''\"\n    run: [echo, done]\n",
+    )
+    assert sorted(plan.graph.edges) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert plan.order == ["a", "b", "c"]
+
+
+def test_unknown_step_reference_is_located_with_suggestion(write) -> None:
+    with pytest.raises(InputError) as info:
+        plan_for(write, "name: t\nsteps:\n  - id: alpha\n    run: [echo]\n  - id: beta\n    prompt: '{{ steps.alpah.output }}'\n")
+    assert info.value.location is not None and info.value.location.line == 5
+    assert "did you mean 'alpha'?" in str(info.value)
+
+
+def test_all_plan_errors_are_reported_together(write) -> None:
+    with pytest.raises(InputErrors) as info:
+        plan_for(write, "name: t\nsteps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    backend: nowhere\n")
+    assert [e.location.line for e in info.value.errors] == [3, 5]
+
+
+def test_a_model_output_is_never_rendered_again(write) -> None:
+    plan = plan_for(
+        write,
+        "name: t\nsteps:\n  - id: a\n    prompt: first\n  - id: b\n    prompt: 'got {{ steps.a.output }}'\n"
+        "outputs:\n  final: '{{ steps.b.output }}'\n",
+    )
+    model = RecordingModel(lambda prompt: "{{ 7*7 }}" if prompt == "first" else prompt)
+    result = run(plan, model)
+    assert result.outputs["final"] == "got {{ 7*7 }}"
+    assert model.calls[1][1][-1].content == "got {{ 7*7 }}"
+
+
+def test_sandbox_blocks_unsafe_attribute_access() -> None:
+    with pytest.raises(InputError):
+        render("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})
+
+
+def test_strict_undefined_names_the_typo(write) -> None:
+    plan = plan_for(write, "name: t\ninputs: {target: {type: string, default: x}}\nsteps:\n  - id: a\n    prompt: '{{ inputs.traget }}'\n")
+    result = run(plan, RecordingModel())
+    assert result.status == "failed"
+    assert "traget" in result.steps["a"].error and "wf.yaml:4" in result.steps["a"].error
+
+
+def test_tool_prompt_with_inputs_and_system(write) -> None:
+    plan = plan_for(write, "name: t\nsteps:\n  - id: a\n    tool: echo\n    with: {text: '{{ inputs.word }}'}\ninputs: {word: {type: string}}\n")
+    model = RecordingModel()
+    result = run(plan, model, {"word": "bird"})
+    target, messages, _, _ = model.calls[0]
+    assert [m.role for m in messages] == ["system", "user"] and messages[1].content == "Repeat: bird"
+    assert target.backend == "fake" and target.model == "m1"
+    step = result.steps["a"]
+    assert step.status == "done" and step.prompt_tokens == 3 and step.completion_tokens == 5 and step.endpoint == "http://stub"
+
+
+def test_independent_steps_overlap_and_dependants_wait(write) -> None:
+    plan = plan_for(
+        write,
+        "name: diamond\nsteps:\n  - id: top\n    prompt: top\n  - id: left\n    prompt: 'L {{ steps.top.output }}'\n"
+        "  - id: right\n    prompt: 'R {{ steps.top.output }}'\n  - id: bottom\n    prompt: '{{ steps.left.output }} {{ steps.right.output }}'\n",
+    )
+    model = RecordingModel(delay=0.2)
+    run(plan, model)
+    times = {m[-1].content.split()[0]: (start, end) for _, m, start, end in model.calls}
+    (l_start, l_end), (r_start, r_end) = times["L"], times["R"]
+    assert l_start < r_end and r_start < l_end, "the two middle steps overlap"
+    assert times["top"][1] <= min(l_start, r_start)
+    assert model.calls[-1][2] >= max(l_end, r_end)
+
+
+def test_max_parallel_bounds_concurrency(write) -> None:
+    steps = "".join(f"  - id: s{i}\n    prompt: p{i}\n" for i in range(6))
+    plan = plan_for(write, f"name: t\nmax_parallel: 2\nsteps:\n{steps}")
+    model = RecordingModel(delay=0.05)
+    run(plan, model)
+    spans = [(s, e) for _, _, s, e in model.calls]
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert peak == 2
+
+
+def test_when_skips_and_dependants_of_a_skipped_step_still_run(write) -> None:
+    plan = plan_for(
+        write,
+        "name: t\nsteps:\n  - id: a\n    run: [echo, trivial]\n  - id: b\n    when: \"steps.a.output != 'trivial'\"\n    prompt: x\n"
+        "  - id: c\n    run: [echo, '{{ steps.b.status }}']\n",
+    )
+    result = run(plan, RecordingModel())
+    assert [result.steps[s].status for s in "abc"] == ["done", "skipped", "done"]
+    assert result.steps["c"].output == "skipped" and result.status == "done"
+
+
+def test_failure_skips_dependants_unless_continue_on_error(write) -> None:
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    plan = plan_for(
+        write,
+        f"name: t\nsteps:\n  - id: bad\n    run: {failing}\n  - id: after\n    run: [echo, '{{{{ steps.bad.status }}}}']\n"
+        f"  - id: soft\n    continue_on_error: true\n    run: {failing}\n  - id: after_soft\n    run: [echo, '{{{{ steps.soft.status }}}}']\n",
+    )
+    result = run(plan, RecordingModel())
+    assert result.steps["bad"].status == "failed" and "exited with code 3" in result.steps["bad"].error
+    assert result.steps["after"].status == "skipped" and result.steps["after"].error == "dependency failed"
+    assert result.steps["after_soft"].status == "done" and result.steps["after_soft"].output == "failed"
+    assert result.status == "failed"
+
+
+def test_run_argv_values_cannot_inject_arguments(write, tmp_path: Path) -> None:
+    plan = plan_for(
+        write,
+        "name: t\ninputs: {x: {type: string}}\nsteps:\n"
+        f"  - id: a\n    run: ['{sys.executable}', -c, 'import sys; print(sys.argv[1:])', '{{{{ inputs.x }}}}']\n",
+    )
+    result = run(plan, RecordingModel(), {"x": "a; rm -rf / && echo $HOME"})
+    assert result.steps["a"].output == "['a; rm -rf / && echo $HOME']"
+
+
+def test_step_timeout_and_retry(write) -> None:
+    plan = plan_for(write, "name: t\nsteps:\n  - id: slow\n    timeout: 0.2\n    retry: {attempts: 2, backoff: 0}\n    run: [sleep, '5']\n")
+    started = time.monotonic()
+    result = run(plan, RecordingModel())
+    assert result.steps["slow"].status == "failed" and result.steps["slow"].attempts == 2
+    assert "timed out" in result.steps["slow"].error
+    assert time.monotonic() - started < 3
+
+
+def test_inputs_are_typed(write) -> None:
+    plan = plan_for(write, "name: t\ninputs:\n  n: {type: integer, default: 1}\n  flag: {type: boolean}\nsteps:\n  - id: a\n    run: [echo]\n")
+    assert bind_inputs(plan.workflow, {"n": "4", "flag": "yes"}) == {"n": 4, "flag": True}
+    with pytest.raises(InputError, match="must be integer"):
+        bind_inputs(plan.workflow, {"n": "four"})
+    with pytest.raises(InputError, match="unknown input"):
+        bind_inputs(plan.workflow, {"m": "1"})
