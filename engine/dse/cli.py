@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import DseError, InputError
+from .errors import DseError, InputError, InputErrors
 
 EPILOG = """\
 examples:
@@ -23,6 +24,7 @@ examples:
   dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
   dse plan workflows/review.yaml                      which backend and model each step gets, and why
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
+  dse select "refactor a large Python module"         rank configured models for a task
   dse config show                                     the effective config, secrets redacted
 
 config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml.
@@ -63,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate = command("validate", "check a config and workflows without running anything", "dse validate workflows/review.yaml")
     validate.add_argument("files", nargs="*", help="workflow files (a file with an `llm:` or `tools:` key is checked as a config)")
 
+    select = command("select", "rank the configured models for a task with the weighted model selector", 'dse select "Generate complex Python code with type hints" --max-cost medium')
+    select.add_argument("task", help="what the model is for, in plain words")
+    select.add_argument("--top-k", type=int, metavar="N", help="how many to list (default: model_selector.top_k)")
+    select.add_argument("--max-cost", metavar="TIER|N", help="free, low, medium, high, or 0 (free) .. 10")
+    select.add_argument("--min-speed", type=float, metavar="N", help="0 .. 10")
+    select.add_argument("--min-context", type=int, metavar="TOKENS")
+    select.add_argument("--specialization", metavar="NAME", help="code, reasoning, writing, summarization, long_context, chat")
+    select.add_argument("--backend", action="append", default=[], metavar="NAME", help="only these backends (repeatable)")
+    select.add_argument("--exclude-backend", action="append", default=[], metavar="NAME", help="never these backends (repeatable)")
+
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
@@ -78,15 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     signal.signal(signal.SIGTERM, _terminate)
-    handler = {"run": _run, "plan": _plan, "validate": _validate, "config": _config_show}[args.command]
+    handler = {"run": _run, "plan": _plan, "validate": _validate, "select": _select, "config": _config_show}[args.command]
     try:
         return handler(args)
     except DseError as exc:
         _print_error(exc)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "exit_code": exc.exit_code, "errors": _error_data(exc)}, indent=2))
         return exc.exit_code
     except KeyboardInterrupt:
         print("dse: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error, and Python must not complain at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -97,6 +115,19 @@ def _terminate(signum: int, frame: Any) -> None:
 def _print_error(exc: DseError) -> None:
     for line in str(exc).splitlines():
         print(f"dse: error: {line}", file=sys.stderr)
+
+
+def _error_data(exc: DseError) -> list[dict[str, Any]]:
+    """Errors as records, so a script or an editor can jump to file:line."""
+    errors = exc.errors if isinstance(exc, InputErrors) else [exc]
+    out = []
+    for error in errors:
+        location = getattr(error, "location", None)
+        record: dict[str, Any] = {"message": error.message, "hint": error.hint}
+        if location is not None:
+            record.update(file=location.file, line=location.line, column=location.column, key=location.key)
+        out.append(record)
+    return out
 
 
 def _print_warnings(warnings: list[str] | tuple[str, ...]) -> None:
@@ -194,6 +225,31 @@ def _looks_like_config(path: str) -> bool:
 
     data = read_yaml(Path(path)).data
     return isinstance(data, dict) and ("llm" in data or "tools" in data) and "steps" not in data
+
+
+def _select(args: argparse.Namespace) -> int:
+    from . import console
+    from .config import load_config
+    from .routing import Resolver
+
+    config = load_config(args.config)
+    max_cost: str | float | None = args.max_cost
+    if max_cost is not None and max_cost.replace(".", "", 1).isdigit():
+        max_cost = float(max_cost)
+    spec = {
+        "max_cost": max_cost,
+        "min_speed": args.min_speed,
+        "min_context": args.min_context,
+        "specialization": args.specialization,
+        "backends": args.backend,
+        "exclude_backends": args.exclude_backend,
+    }
+    ranked, rejected = Resolver(config).rank(args.task, spec, top_k=args.top_k or config.selector.top_k)
+    if args.json:
+        print(json.dumps(console.selection_data(ranked, rejected), indent=2))
+    else:
+        print(console.selection_text(ranked, rejected))
+    return 0 if ranked else 1
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from .routing.selector import Ranked
 from .workflow import Plan, RunResult, StepResult
 
 _MARKS = {"running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
@@ -96,3 +97,33 @@ def plan_text(plan: Plan, *, verbose: bool = False) -> str:
             for reason in r.get("reasons", []):
                 out.append(f"  {r['step']}: {reason}")
     return "\n".join(line.rstrip() for line in out)
+
+
+def selection_data(ranked: list[Ranked], rejected: list[Ranked]) -> dict[str, Any]:
+    def row(r: Ranked) -> dict[str, Any]:
+        return {
+            "backend": r.candidate.backend,
+            "model": r.candidate.model,
+            "score": round(r.score, 2),
+            "breakdown": {k: round(v, 2) for k, v in r.breakdown.items()},
+            "context_window": r.info.context_window,
+            "known": r.info.known,
+        }
+
+    return {
+        "ranked": [row(r) for r in ranked],
+        "rejected": [{"backend": r.candidate.backend, "model": r.candidate.model, "reason": r.rejected} for r in rejected],
+    }
+
+
+def selection_text(ranked: list[Ranked], rejected: list[Ranked]) -> str:
+    if not ranked:
+        lines = ["no candidate passes the constraints"]
+    else:
+        lines = []
+        for i, r in enumerate(ranked, 1):
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r.breakdown.items())
+            guess = "" if r.info.known else "  (not in the catalog: estimated from the name)"
+            lines.append(f"{i}. {r.candidate.backend}:{r.candidate.model}  score {r.score:.1f}  ({parts}){guess}")
+    lines += [f"   not considered: {r.candidate.backend}:{r.candidate.model}: {r.rejected}" for r in rejected]
+    return "\n".join(lines)

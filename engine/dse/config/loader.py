@@ -202,7 +202,8 @@ def _backend(
             missing = [*missing, key_env]
     reason = None
     if missing:
-        reason = f"{', '.join(sorted(set(missing)))} is not set"
+        names = sorted(set(missing))
+        reason = f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} not set"
     elif raw.get("enabled") is False:
         reason = "disabled in config (enabled: false)"
     endpoint = raw.get("endpoint")

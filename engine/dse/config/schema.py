@@ -59,8 +59,10 @@ def _explain(source: YamlSource, error: ValidationError) -> InputError:
         close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
         return InputError(f"unknown key {key!r}", location=source.locate(here), hint=hint)
-    if error.validator == "required":
-        return InputError(error.message, location=source.locate(path))
+    if error.validator == "required" and isinstance(error.instance, dict):
+        key = next((k for k in error.validator_value if k not in error.instance), "")
+        described = error.schema.get("properties", {}).get(key, {})
+        return InputError(f"missing required key {key!r}", location=source.locate(path), hint=described.get("description"))
     if error.validator == "enum":
         choices = [c for c in error.validator_value if isinstance(c, str)]
         close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.5)
@@ -77,7 +79,8 @@ def _matches_pattern(schema: dict[str, Any], key: str) -> bool:
 def _short(error: ValidationError) -> str:
     """jsonschema quotes whole sub-documents; a user only needs the rule that failed."""
     if error.validator == "type":
-        return f"expected {error.validator_value}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
+        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        return f"expected {expected}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
     if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
         return f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
     if error.validator == "pattern":

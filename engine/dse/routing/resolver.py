@@ -126,9 +126,8 @@ class Resolver:
     ) -> Target | None:
         reasons.append(f"directive {found.phrase.strip()!r} in step {intent.step_id!r}")
         if found.criterion is not None:
-            weights = selector.Weights.for_criterion(found.criterion)
-            constraints = selector.Constraints(specialization=found.specialization)
-            return self._select(intent, reasons, None, weights=weights, constraints=constraints, task=found.specialization)
+            weights = selector.Weights.for_criterion(found.criterion, specialised=found.specialization is not None)
+            return self._select(intent, reasons, None, weights=weights, specialization=found.specialization)
         backend = self._backend_for_hint(found.backend) if found.backend else None
         if found.backend and (backend is None or backend.unavailable):
             why = "is not configured" if backend is None else f"is unavailable ({backend.unavailable})"
@@ -155,6 +154,46 @@ class Resolver:
         reasons.append(why)
         return self._target(backend, model, role, "directive", reasons, intent)
 
+    def rank(
+        self,
+        task: str | None,
+        spec: Mapping[str, Any] | None = None,
+        *,
+        only: str | None = None,
+        weights: selector.Weights | None = None,
+        specialization: str | None = None,
+        top_k: int | None = None,
+        location: Location | None = None,
+    ) -> tuple[list[selector.Ranked], list[selector.Ranked]]:
+        """Ranked candidates and the rejected ones with reasons: `model: auto`, directives and `dse select`."""
+        spec = dict(spec or {})
+        candidates = self.candidates(only=only)
+        try:
+            constraints = selector.Constraints(
+                max_cost=spec.get("max_cost"),
+                min_speed=spec.get("min_speed"),
+                min_context=spec.get("min_context"),
+                specialization=spec.get("specialization") or specialization,
+                backends=tuple(spec.get("backends") or ()),
+                exclude_backends=tuple(spec.get("exclude_backends") or ()),
+            )
+            weights = weights or selector.Weights(**self.config.selector.weights)
+        except ValueError as exc:
+            raise InputError(f"model selector: {exc}", location=location) from None
+        common = {
+            "overrides": self.config.selector.models,
+            "context_windows": {b.name: b.context_windows for b in self.config.backends.values()},
+        }
+        ranked = selector.rank(
+            candidates,
+            task=spec.get("task") or task,
+            weights=weights,
+            constraints=constraints,
+            top_k=spec.get("top_k", top_k),
+            **common,
+        )
+        return ranked, selector.explain_rejections(candidates, constraints=constraints, **common)
+
     def _select(
         self,
         intent: Intent,
@@ -162,31 +201,21 @@ class Resolver:
         backend: BackendConfig | None,
         *,
         weights: selector.Weights | None = None,
-        constraints: selector.Constraints | None = None,
-        task: str | None = None,
+        specialization: str | None = None,
     ) -> Target:
-        spec = dict(intent.select or {})
-        candidates = self.candidates(only=backend.name if backend else None)
-        constraints = constraints or selector.Constraints(
-            max_cost=spec.get("max_cost"),
-            min_speed=spec.get("min_speed"),
-            min_context=spec.get("min_context"),
-            specialization=spec.get("specialization"),
-            backends=tuple(spec.get("backends") or ()),
-            exclude_backends=tuple(spec.get("exclude_backends") or ()),
-        )
-        ranked = selector.rank(
-            candidates,
-            task=spec.get("task") or task or intent.text or None,
-            weights=weights or selector.Weights(**self.config.selector.weights),
-            constraints=constraints,
+        ranked, rejected = self.rank(
+            intent.text or None,
+            intent.select,
+            only=backend.name if backend else None,
+            weights=weights,
+            specialization=specialization,
             top_k=1,
-            overrides=self.config.selector.models,
-            context_windows={b.name: b.context_windows for b in self.config.backends.values()},
+            location=intent.location,
         )
         if not ranked:
+            why = "; ".join(f"{r.candidate.backend}:{r.candidate.model}: {r.rejected}" for r in rejected[:4])
             raise InputError(
-                f"step {intent.step_id!r}: the model selector found no candidate",
+                f"step {intent.step_id!r}: the model selector found no candidate" + (f" ({why})" if why else ""),
                 location=intent.location,
                 hint="relax the select: constraints, or configure models on an available backend",
             )
