@@ -43,6 +43,8 @@ def _meaning(text: str) -> tuple[str | None, str | None, str | None, str | None]
         ("Use Anthropic Claude for this analysis", "anthropic", None, None, None),
         ("Using my OpenAPI settings use gpt-4 for this operation", "openai", "gpt-4", None, None),
         ("Using my azure settings use gpt-4", "azure", "gpt-4", None, None),
+        ("Use my azure settings, then please use gpt-4", "azure", "gpt-4", None, None),
+        ("use openrouter and use claude-3.5-sonnet", "openrouter", "claude-3.5-sonnet", None, None),
         ("USE CLAUDE", "anthropic", None, None, None),
         ("use GPT 4 for this", "openai", "gpt-4", None, None),
         ("use ollama:llama3", "ollama", "llama3", None, None),
@@ -159,6 +161,8 @@ def test_strip_removes_phrase_and_tidies(text: str, stripped: str) -> None:
         "Use philosophy to argue the point.",
         "Use utf-8 everywhere.",
         "Select the rows where the user is active.",
+        "Choose the best option for the customer.",
+        "Pick the best one for the job.",
         "Use the model to predict churn.",
         "Refuse claude for this",
         "app.use claude",
@@ -225,7 +229,7 @@ _texts = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(_texts)
 def test_find_is_total_and_spans_are_exact(text: str) -> None:
     found = find_directive(text)
@@ -236,7 +240,7 @@ def test_find_is_total_and_spans_are_exact(text: str) -> None:
     assert found.phrase.strip() == found.phrase
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(_texts)
 def test_stripping_never_resurrects_the_removed_directive(text: str) -> None:
     """After stripping, any directive left is one that followed the removed phrase."""
@@ -251,14 +255,14 @@ def test_stripping_never_resurrects_the_removed_directive(text: str) -> None:
         assert again.phrase.lower() in text[found.end :].lower()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_text_without_a_verb_has_no_directive(text: str) -> None:
     if not any(verb in text.lower() for verb in _VERBS):
         assert find_directive(text) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60).filter(lambda t: not any(verb in t.lower() for verb in _VERBS)))
 def test_directive_after_any_sentence_is_found_and_stripped(prefix: str) -> None:
     text = f"{prefix}. Use claude for this."

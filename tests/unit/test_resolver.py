@@ -261,3 +261,11 @@ def test_model_auto_uses_the_selector_with_constraints(write) -> None:
     resolver = resolver_for(MULTI, write)
     target = resolver.resolve(Intent("s", model="auto", select={"task": "write python code", "backends": ["openai"]})).target
     assert target.backend == "openai" and target.rule == "model selector"
+
+
+def test_directive_naming_a_model_finds_the_backend_that_serves_it(write) -> None:
+    text = MULTI.replace("  openai:\n    api_key: ${OPENAI_API_KEY}\n", "  openai:\n    api_key: ${NOT_SET_KEY}\n")
+    resolution = resolver_for(text, write).resolve(Intent("s", text="Use gpt-4. Review."))
+    target = resolution.target
+    assert (target.backend, target.model, target.deployment) == ("azure", "gpt-4", "gpt-4-code")
+    assert not resolution.warnings

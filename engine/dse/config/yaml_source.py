@@ -7,6 +7,7 @@ and a map from key path to position.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ def dotted(path: KeyPath) -> str:
     """`("llm", "endpoints", 0)` -> `llm.endpoints[0]`: how users write key paths."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = str(part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not text or not text.isprintable() or text.strip() != text:
+            out += f"[{json.dumps(text)}]"
+        else:
+            out += f".{text}" if out else text
     return out
 
 
@@ -45,8 +52,9 @@ class YamlSource:
 
 def parse_yaml(text: str, file: str) -> YamlSource:
     """Parse one YAML document; syntax errors and duplicate keys become located InputErrors."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -54,10 +62,15 @@ def parse_yaml(text: str, file: str) -> YamlSource:
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = exc.problem or exc.context or "invalid YAML"
         raise InputError(f"YAML syntax error: {problem}", location=Location(file, line, col)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise InputError(f"YAML error: {exc.reason} (character {exc.character!r})", location=Location(file, line, column)) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", location=Location(file)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     source = YamlSource(file, data)
     if node is not None:
         duplicates: list[InputError] = []

@@ -15,11 +15,8 @@ from dataclasses import dataclass, replace
 
 LOCAL_BACKEND_TYPES = frozenset({"ollama", "llamacpp", "lmstudio", "vllm", "tabbyapi", "foundry", "local"})
 PRICE_TIERS = ("free", "low", "medium", "high")
-SPECIALIZATIONS = ("code", "reasoning", "writing", "summarization", "long_context", "chat")
 
-_PROVIDER_PREFIXES = frozenset(
-    {"ollama", "openai", "anthropic", "azure", "openrouter", "lmstudio", "vllm", "llamacpp", "tabbyapi", "foundry", "local"}
-)
+_PROVIDER_PREFIXES = LOCAL_BACKEND_TYPES | {"openai", "anthropic", "azure", "openrouter"}
 _OVERRIDE_NUMBERS = ("speed", "cost", "quality")
 _HOSTED_OPEN_WEIGHTS_COST = 8.0
 
@@ -141,7 +138,9 @@ def lookup(
     base = _catalog_info(keys, backend_type) or _guess(model, keys[-1], backend_type)
     override = _find(keys, overrides)
     window = _find(keys, context_windows)
-    info = _apply_override(replace(base, name=model), model, override) if override else replace(base, name=model)
+    info = replace(base, name=model)
+    if override is not None:
+        info = _apply_override(info, model, override)
     if window is not None:
         info = replace(info, context_window=_window(model, window))
     guessed = not base.known and not _covers(override, window)
@@ -276,7 +275,7 @@ _SIZE_CLASSES: tuple[tuple[float, float, float], ...] = (
 )
 _SPECIALIZATION_HINTS: tuple[tuple[str, str], ...] = (
     ("code", r"cod(?:e|er|ing)|starcoder|devstral"),
-    ("reasoning", r"reason|math|r1|qwq|think"),
+    ("reasoning", r"reason|math|(?<![a-z])r1(?!\d)|qwq|think"),
     ("chat", r"chat|instruct"),
 )
 

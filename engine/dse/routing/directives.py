@@ -117,14 +117,14 @@ _FOLLOW = (
 _CLAUSE_END = rf"(?={_FOLLOW}|[ \t]+(?:on|in|select|choose|pick|prefer|switch|go)(?!\w))"
 
 _ANCHOR = re.compile(r"(?:\A|\n|[.!?;:][ \t]+)[ \t]*", _FLAGS)
-_LEAD = re.compile(r"(?:please,?[ \t]+)?", _FLAGS)
 _VERB = re.compile(
-    r"(?:use|using|select|choose|pick|prefer|switch[ \t]+to|go[ \t]+with)[ \t]+", _FLAGS
+    r"(?:please,?[ \t]+)?(?:use|using|select|choose|pick|prefer|switch[ \t]+to|go[ \t]+with)[ \t]+",
+    _FLAGS,
 )
-_CONNECTOR = re.compile(r"(?:[ \t]*,[ \t]*|[ \t]+)(?:(?:and|then)[ \t]+)?(?:please,?[ \t]+)?", _FLAGS)
+_CONNECTOR = re.compile(r"(?:[ \t]*,[ \t]*|[ \t]+)(?:(?:and|then)[ \t]+)?", _FLAGS)
 _CRITERION_CLAUSE = re.compile(
     rf"{_DETERMINER}(?P<criterion>{_alternation(_CRITERION_WORDS)})[ \t]+"
-    rf"(?:{_BACKEND}[ \t]+)?(?:models?|llms?|backends?|one|option)(?!\w)(?:[ \t]+available)?"
+    rf"(?:{_BACKEND}[ \t]+)?(?:models?|llms?|backends?)(?!\w)(?:[ \t]+available)?"
     rf"(?:[ \t]+for[ \t]+(?P<specialization>{_alternation(_SPECIALIZATION_WORDS)})(?!\w))?"
     rf"{_CLAUSE_END}",
     _FLAGS,
@@ -184,7 +184,9 @@ def strip_directive(text: str, directive: Directive) -> str:
 
 
 _STOP = re.compile(r"[ \t]*[.!?]", _FLAGS)
-_JOINT = re.compile(r"[ \t]*(?:[,;:][ \t]*)?(?:(?:and|then|to)[ \t]+|[-\u2013\u2014][ \t]+)?", _FLAGS)
+_LINK = re.compile(
+    r"[ \t]*(?:[,;:][ \t]*(?:(?:and|then|to)[ \t]+)?|(?:and|then|to)[ \t]+|[-\u2013\u2014][ \t]+)", _FLAGS
+)
 
 
 def _drop_joint(right: str) -> tuple[str, bool]:
@@ -192,14 +194,15 @@ def _drop_joint(right: str) -> tuple[str, bool]:
     stop = _STOP.match(right)
     if stop:
         return right[stop.end() :].lstrip(" \t"), False
-    joint = _JOINT.match(right)
-    linked = bool(joint.group().strip(" \t"))
-    return right[joint.end() :].lstrip(" \t"), linked
+    link = _LINK.match(right)
+    if link:
+        return right[link.end() :].lstrip(" \t"), True
+    return right.lstrip(" \t"), False
 
 
 def _directive_at(text: str, start: int) -> Directive | None:
     """Match a directive at an anchor: one or more compatible clauses plus an optional trailer."""
-    first = _clause_at(text, _LEAD.match(text, start).end())
+    first = _clause_at(text, start)
     if first is None:
         return None
     chain = [first]

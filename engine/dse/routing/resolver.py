@@ -129,6 +129,11 @@ class Resolver:
             weights = selector.Weights.for_criterion(found.criterion, specialised=found.specialization is not None)
             return self._select(intent, reasons, None, weights=weights, specialization=found.specialization)
         backend = self._backend_for_hint(found.backend) if found.backend else None
+        if found.model and (backend is None or backend.unavailable):
+            lister = self._lister(found.model)
+            if lister is not None:
+                reasons.append(f"backend {lister.name} lists a model matching {found.model!r}")
+                backend = lister
         if found.backend and (backend is None or backend.unavailable):
             why = "is not configured" if backend is None else f"is unavailable ({backend.unavailable})"
             fallback = next(
@@ -145,7 +150,8 @@ class Resolver:
         if backend is None:
             backend = self._default_backend(intent, reasons)
         if found.model:
-            names = list(dict.fromkeys([*backend.models.values(), *catalog.known_models()]))
+            listed = [*backend.models.values(), *(d.model for d in backend.deployments.values() if d.model)]
+            names = list(dict.fromkeys([*listed, *catalog.known_models()]))
             model = catalog.resolve_alias(found.model, names) or found.model
             reasons.append(f"directive names model {found.model!r}: {model}")
             return self._target(backend, model, None, "directive", reasons, intent)
@@ -153,6 +159,14 @@ class Resolver:
         model, why = self._model_for_role(backend, role, intent)
         reasons.append(why)
         return self._target(backend, model, role, "directive", reasons, intent)
+
+    def _lister(self, alias: str) -> BackendConfig | None:
+        """An available backend whose `models` (or Azure deployments) contain the named model."""
+        for backend in self.config.backends.values():
+            names = [*backend.models.values(), *(d.model for d in backend.deployments.values() if d.model)]
+            if backend.unavailable is None and catalog.resolve_alias(alias, names):
+                return backend
+        return None
 
     def rank(
         self,

@@ -40,7 +40,8 @@ class Weights:
     def __post_init__(self) -> None:
         for name in CRITERIA:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not numeric or not math.isfinite(value) or value < 0:
                 raise ValueError(f"weight {name} must be a finite number >= 0, not {value!r}")
         if self.total == 0:
             raise ValueError("at least one selector weight must be above 0")
@@ -280,22 +281,23 @@ def _specialization_score(info: ModelInfo, need: str | None) -> float:
     return 1.0 if need in info.specialization else 0.0
 
 
+_COUNT = r"(\d{1,3}(?:,\d{3})+|\d{1,9})"
 _SIZE_PATTERNS: tuple[tuple[re.Pattern[str], float], ...] = (
-    (re.compile(r"(\d[\d,]*)\s*-?\s*pages?\b"), _TOKENS_PER_PAGE),
-    (re.compile(r"(\d[\d,]*)\s*k\s*tokens?\b"), 1000.0),
-    (re.compile(r"(\d[\d,]*)\s*tokens?\b"), 1.0),
-    (re.compile(r"(\d[\d,]*)\s*k\s*words?\b"), 1000.0 * _TOKENS_PER_WORD),
-    (re.compile(r"(\d[\d,]*)\s*words?\b"), _TOKENS_PER_WORD),
+    (re.compile(rf"\b{_COUNT}\s*-?\s*pages?\b"), _TOKENS_PER_PAGE),
+    (re.compile(rf"\b{_COUNT}\s*k\s*tokens?\b"), 1000.0),
+    (re.compile(rf"\b{_COUNT}\s*tokens?\b"), 1.0),
+    (re.compile(rf"\b{_COUNT}\s*k\s*words?\b"), 1000.0 * _TOKENS_PER_WORD),
+    (re.compile(rf"\b{_COUNT}\s*words?\b"), _TOKENS_PER_WORD),
 )
 _LONG_HINT = re.compile(
-    r"\blong[\s_-]+(?:context|documents?|texts?|inputs?|files?|transcripts?)\b|\bentire (?:codebase|repository|book)\b"
-    r"|\bwhole (?:codebase|repository|book)\b|\b(?:this|the) (?:book|manuscript|thesis)\b"
+    r"\blong[\s_-]+(?:context|documents?|texts?|inputs?|files?|transcripts?)\b"
+    r"|\b(?:entire|whole) (?:codebase|repository|book)\b|\b(?:this|the) (?:book|manuscript|thesis)\b"
 )
 _NEED_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "code",
         re.compile(
-            r"\b(?:code|coding|coder|program(?:s|ming)?|function|functions|class|classes|method|script"
+            r"\b(?:code|coding|coder|program(?:s|ming)?|functions?|class(?:es)?|method|script"
             r"|python|javascript|typescript|java|rust|golang|sql|regex|refactor\w*|debug\w*|bugs?"
             r"|unit tests?|type hints|compile[sr]?|api client|diff)\b|c\+\+"
         ),
@@ -303,11 +305,17 @@ _NEED_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("summarization", re.compile(r"\bsummar\w*|\btl;?dr\b|\bcondense\b|\bdigest\b|\bkey points\b")),
     (
         "reasoning",
-        re.compile(r"\breason\w*|\banaly[sz]\w*|\bmath\w*|\bproofs?\b|\bprove\b|\blogic\w*|\bstep by step\b|\bdeduc\w*|\bplan(?:ning)?\b"),
+        re.compile(
+            r"\breason\w*|\banaly[sz]\w*|\bmath\w*|\bproofs?\b|\bprove\b|\blogic\w*|\bstep by step\b"
+            r"|\bdeduc\w*|\bplan(?:ning)?\b"
+        ),
     ),
     (
         "writing",
-        re.compile(r"\bwriting\b|\bessays?\b|\bstory\b|\bstories\b|\bpoems?\b|\barticles?\b|\bblog\b|\bprose\b|\bcopy\s*writing\b|\bnovel\b"),
+        re.compile(
+            r"\bwriting\b|\bessays?\b|\bstor(?:y|ies)\b|\bpoems?\b|\barticles?\b|\bblog\b|\bprose\b"
+            r"|\bcopy\s*writing\b|\bnovel\b"
+        ),
     ),
     ("chat", re.compile(r"\bchat\w*|\bconversation\w*|\bdialogue\b|\bcustomer support\b|\bassistant\b")),
 )
