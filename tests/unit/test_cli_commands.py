@@ -1,0 +1,118 @@
+"""`dse validate`, `dse plan`, `dse config show` and `dse select` as a user sees them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import CONFIG, ROOT
+
+from dse.cli import main
+
+REVIEW = str(ROOT / "workflows" / "review.yaml")
+TWO_BACKENDS = """\
+llm:
+  backend: ollama
+  global_defaults: {default_backend: ollama}
+  fallback_backends: [ollama]
+  ollama: {models: {generator: llama3, triage: tinyllama, evaluator: llama3}}
+  openai: {api_key: sk-test, models: {generator: gpt-4o, triage: gpt-4o-mini, evaluator: gpt-4}}
+tools:
+  triage: {llm: {model_key: triage}, prompt: "t {{ changes }}"}
+  reviewer: {llm: {model_key: generator}, prompt: "r {{ diff }}"}
+  summarizer: {llm: {model_key: evaluator}, prompt: "s {{ review }}"}
+  pinned: {backend: openai, prompt: "p"}
+"""
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_validate_accepts_the_shipped_files(capsys) -> None:
+    code, out, err = cli(capsys, "validate", str(CONFIG), REVIEW)
+    assert code == 0 and out.startswith("ok: ") and err == ""
+
+
+@pytest.mark.parametrize("fixture", sorted((ROOT / "tests" / "fixtures" / "dise").glob("*.yaml")), ids=lambda p: p.stem)
+def test_validate_accepts_every_dise_snippet(capsys, fixture: Path) -> None:
+    code, out, err = cli(capsys, "validate", "--config", str(fixture))
+    assert code == 0, err
+
+
+def test_plan_explains_every_step(capsys) -> None:
+    code, out, _ = cli(capsys, "plan", REVIEW, "--config", str(CONFIG), "--why")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["step", "tool", "backend", "model", "endpoints", "rule"]
+    assert any(r.startswith("triage ") and "local" in r and "smollm2" in r for r in rows)
+    assert "triage: model_key 'triage' -> local.models.triage = smollm2" in out
+
+
+def test_flipping_one_line_retargets_every_tool_in_the_plan(capsys, write) -> None:
+    def backends(text: str) -> dict[str, str]:
+        config = write("config.yaml", text)
+        code, out, err = cli(capsys, "plan", REVIEW, "--config", str(config), "--json")
+        assert code == 0, err
+        return {s["step"]: s.get("backend") for s in json.loads(out)["steps"] if s["kind"] == "llm"}
+
+    assert set(backends(TWO_BACKENDS).values()) == {"ollama"}
+    flipped = TWO_BACKENDS.replace("default_backend: ollama", "default_backend: openai")
+    assert set(backends(flipped).values()) == {"openai"}
+
+
+def test_a_directive_retargets_only_its_step(capsys, write) -> None:
+    config = write("config.yaml", TWO_BACKENDS)
+    workflow = write("wf.yaml", "name: d\nsteps:\n  - id: a\n    prompt: 'Use gpt-4o for this. Hi'\n  - id: b\n    prompt: Hi\n")
+    code, out, _ = cli(capsys, "plan", str(workflow), "--config", str(config), "--json")
+    steps = {s["step"]: s for s in json.loads(out)["steps"]}
+    assert (steps["a"]["backend"], steps["a"]["model"], steps["a"]["rule"]) == ("openai", "gpt-4o", "directive")
+    assert steps["a"]["directive"] == "Use gpt-4o for this"
+    assert (steps["b"]["backend"], steps["b"]["model"]) == ("ollama", "llama3")
+
+
+def test_validate_warns_when_a_directive_names_an_unavailable_backend(capsys, write) -> None:
+    config = write("config.yaml", TWO_BACKENDS)
+    workflow = write("wf.yaml", "name: d\nsteps:\n  - id: a\n    prompt: 'Use claude for this. Hi'\n")
+    code, out, err = cli(capsys, "validate", "--config", str(config), str(workflow))
+    assert code == 0
+    assert "dse: warning: directive asks for anthropic, which is not configured; falling back to ollama" in err
+
+
+def test_config_show_redacts_secrets_and_fills_defaults(capsys, write) -> None:
+    config = write("config.yaml", TWO_BACKENDS)
+    code, out, _ = cli(capsys, "config", "show", "--config", str(config), "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["llm"]["openai"]["api_key"] == "***" and "sk-test" not in out
+    assert data["llm"]["ollama"]["base_url"] == "http://localhost:11434"
+    assert data["model_selector"]["weights"] == {"context_window": 30, "speed": 25, "cost": 15, "quality": 15, "specialization": 15}
+    code, text, _ = cli(capsys, "config", "show", "--config", str(config))
+    assert "api_key: '***'" in text and "sk-test" not in text
+
+
+def test_select_ranks_with_breakdown_and_lists_rejections(capsys, write) -> None:
+    anthropic = "  anthropic: {api_key: '${NO_SUCH_KEY}', models: {g: claude-3-opus-20240229}}\n"
+    config = write("config.yaml", TWO_BACKENDS.replace("tools:\n", anthropic + "tools:\n"))
+    code, out, _ = cli(capsys, "select", "Generate complex Python code with type hints", "--config", str(config), "--json")
+    data = json.loads(out)
+    assert code == 0 and len(data["ranked"]) == 3
+    scores = [r["score"] for r in data["ranked"]]
+    assert scores == sorted(scores, reverse=True)
+    for row in data["ranked"]:
+        assert abs(sum(row["breakdown"].values()) - row["score"]) < 0.05
+    assert {"backend": "anthropic", "model": "claude-3-opus-20240229", "reason": "unavailable: NO_SUCH_KEY is not set"} in data["rejected"]
+    code, out, _ = cli(capsys, "select", "anything", "--config", str(config), "--backend", "openai", "--max-cost", "free")
+    assert code == 1 and "no candidate passes the constraints" in out
+
+
+def test_json_errors_are_records(capsys, write) -> None:
+    config = write("config.yaml", "llm:\n  backend: ollama\n  ollama: {base_urll: x}\n")
+    code, out, err = cli(capsys, "validate", "--config", str(config), "--json")
+    assert code == 2
+    (record,) = json.loads(out)["errors"]
+    assert (record["line"], record["column"], record["key"]) == (3, 12, "llm.ollama.base_urll")
+    assert record["hint"] == "did you mean 'base_url'?"
