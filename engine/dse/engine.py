@@ -23,7 +23,7 @@ class Engine:
         self.config = config
         self.state_dir = state_dir
         self.clusters: dict[str, LocalCluster] = {}
-        self.router = Router(config)
+        self.router = Router(config, Resolver(config))
 
     async def __aenter__(self) -> Engine:
         return self

@@ -73,7 +73,12 @@ class SetupError(DseError):
 
 
 class BackendError(DseError):
-    """A model call failed; subclasses say how, so the router can decide what to do."""
+    """A model call failed; subclasses say how, so the router can decide what to do.
+
+    `attempts` is filled in by the router with every try it made before giving up.
+    """
+
+    attempts: tuple = ()
 
     def __init__(self, message: str, *, backend: str = "", endpoint: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

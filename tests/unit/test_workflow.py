@@ -35,7 +35,7 @@ class RecordingModel:
         self.delay = delay
         self.calls: list[tuple[Target, list[Message], float, float]] = []
 
-    async def chat(self, target: Target, messages: list[Message]) -> ChatResponse:
+    async def chat(self, target: Target, messages: list[Message], retry=None) -> ChatResponse:
         started = time.monotonic()
         await asyncio.sleep(self.delay)
         text = self.answer(messages[-1].content)

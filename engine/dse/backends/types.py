@@ -48,3 +48,58 @@ class ChatResponse:
     usage: Usage = field(default_factory=Usage)
     latency: float = 0.0
     finish_reason: str | None = None
+    time_to_first_token: float | None = None
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try the router made: where, what went wrong, and how long it waited before the next."""
+
+    backend: str
+    endpoint: str
+    error: str | None = None
+    error_kind: str | None = None
+    waited: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """A piece of a streamed answer; the last chunk has `finish_reason` and, where the server tells, `usage`."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class EmbedResponse:
+    vectors: tuple[tuple[float, ...], ...]
+    model: str
+    backend: str
+    endpoint: str
+    usage: Usage = field(default_factory=Usage)
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a server says about itself: reachable at all, ready for calls, or still loading a model."""
+
+    endpoint: str
+    reachable: bool
+    ready: bool
+    loading: bool = False
+    latency: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model a server offers; `loaded` is True where the server says it is in memory now."""
+
+    name: str
+    loaded: bool | None = None
+    size_bytes: int | None = None
+    vram_bytes: int | None = None
+    context_window: int | None = None

@@ -1,5 +1,5 @@
 """Endpoint pools: which server of a backend takes the next call."""
 
-from .pool import EndpointPool, EndpointState
+from .pool import EndpointPool, EndpointState, Lease
 
-__all__ = ["EndpointPool", "EndpointState"]
+__all__ = ["EndpointPool", "EndpointState", "Lease"]

@@ -2,17 +2,19 @@
 
 Least loaded wins: calls in flight divided by the endpoint's capacity and weight, so a
 server with four slots takes four calls before one with a single slot takes a second. Ties
-break on fewer calls served so far, then at random, which spreads even a sequential workload.
+break on the shorter run of recent failures (a retry goes elsewhere first), then on fewer
+calls served so far, then at random, which spreads even a sequential workload.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from ..config.model import Endpoint
+from ..errors import BackendUnavailable
 
 
 @dataclass
@@ -22,10 +24,35 @@ class EndpointState:
     in_flight: int = 0
     served: int = 0
     failed: int = 0
+    streak: int = 0
 
     @property
     def load(self) -> float:
         return self.in_flight / (self.capacity * self.endpoint.weight)
+
+
+@dataclass
+class Lease:
+    """One call's hold on an endpoint; `end` releases it and counts the outcome, once."""
+
+    state: EndpointState
+    ended: bool = False
+
+    @property
+    def url(self) -> str:
+        return self.state.endpoint.url
+
+    def end(self, ok: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.state.in_flight -= 1
+        if ok:
+            self.state.served += 1
+            self.state.streak = 0
+        else:
+            self.state.failed += 1
+            self.state.streak += 1
 
 
 class EndpointPool:
@@ -37,26 +64,40 @@ class EndpointPool:
         self.states = [EndpointState(e, e.max_concurrency or default_capacity) for e in endpoints]
         self._rng = rng or random.Random()
 
-    def choose(self) -> EndpointState:
-        best = min((s.load, s.served) for s in self.states)
-        tied = [s for s in self.states if (s.load, s.served) == best]
-        return self._rng.choice(tied)
+    def choose(self, allow: Callable[[str], bool] | None = None) -> EndpointState | None:
+        eligible = [s for s in self.states if allow is None or allow(s.endpoint.url)]
+        if not eligible:
+            return None
+        best = min(_rank(s) for s in eligible)
+        return self._rng.choice([s for s in eligible if _rank(s) == best])
+
+    def lease(self, allow: Callable[[str], bool] | None = None, *, backend: str = "") -> Lease:
+        """Take the least-loaded allowed endpoint; the caller must `end()` the lease."""
+        state = self.choose(allow)
+        if state is None:
+            raise BackendUnavailable(
+                "every endpoint is cooling down after repeated failures",
+                backend=backend,
+                hint="run `dse status` to see which servers are down",
+            )
+        state.in_flight += 1
+        return Lease(state)
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[EndpointState]:
-        """Hold an endpoint for the duration of one call; its load is released however the call ends."""
-        state = self.choose()
-        state.in_flight += 1
+    async def acquire(self, allow: Callable[[str], bool] | None = None, *, backend: str = "") -> AsyncIterator[Lease]:
+        """A lease for the duration of one call, released however the call ends."""
+        lease = self.lease(allow, backend=backend)
         try:
-            yield state
+            yield lease
         except BaseException:
-            state.failed += 1
+            lease.end(ok=False)
             raise
-        else:
-            state.served += 1
-        finally:
-            state.in_flight -= 1
+        lease.end(ok=True)
 
     def counts(self) -> dict[str, int]:
         """Calls served per endpoint URL: what `dse run` and the journal report."""
         return {s.endpoint.url: s.served for s in self.states}
+
+
+def _rank(state: EndpointState) -> tuple[float, int, int]:
+    return (state.load, state.streak, state.served)

@@ -21,17 +21,19 @@ from .model import (
     BACKEND_TYPES,
     AzureDeployment,
     BackendConfig,
+    BreakerSettings,
     Config,
     Endpoint,
     GlobalDefaults,
     ManagedSettings,
+    RetrySettings,
     Secret,
     SelectorConfig,
     ToolConfig,
 )
 from .yaml_source import KeyPath, YamlSource, read_yaml
 
-_RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balancer")
+_RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balancer", "retry", "circuit_breaker")
 
 # What a backend named after its type gets when the user writes no block, or leaves keys out:
 # the vendors' documented defaults, so `backend: anthropic` alone means what it says.
@@ -163,6 +165,8 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         tools=tools,
         selector=selector,
         balancer=llm.get("balancer") or {},
+        retry=RetrySettings(**(llm.get("retry") or {})),
+        circuit_breaker=BreakerSettings(**(llm.get("circuit_breaker") or {})),
         warnings=tuple(warnings),
         implicit={
             t: _backend(t, {}, [], Location(source.file), env, declared=False) for t in BACKEND_TYPES if t not in backends

@@ -132,6 +132,20 @@ class GlobalDefaults:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    attempts: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    max_retry_after: float = 30.0
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 3
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True)
 class ToolConfig:
     """A named LLM tool: which model it wants and the prompt it sends."""
 
@@ -173,6 +187,8 @@ class Config:
     tools: Mapping[str, ToolConfig]
     selector: SelectorConfig
     balancer: Mapping[str, object] = field(default_factory=dict)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    circuit_breaker: BreakerSettings = field(default_factory=BreakerSettings)
     warnings: tuple[str, ...] = ()
     implicit: Mapping[str, BackendConfig] = field(default_factory=dict)
 

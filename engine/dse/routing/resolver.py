@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config.model import BACKEND_TYPES, LOCAL_TYPES, BackendConfig, Config, ToolConfig
@@ -159,6 +159,37 @@ class Resolver:
         model, why = self._model_for_role(backend, role, intent)
         reasons.append(why)
         return self._target(backend, model, role, "directive", reasons, intent)
+
+    def retarget(self, target: Target, backend_name: str) -> Target:
+        """The same role on another backend: what a fallback sends when `target` failed."""
+        backend = self._backend(backend_name, Intent(target.role or "fallback"))
+        role = target.role or self._default_role(backend)
+        model, why = self._model_for_role(backend, role, Intent(role))
+        fresh = self._target(backend, model, role, "fallback", [*target.reasons, f"fallback to {backend_name}: {why}"], Intent(role))
+        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=())
+
+    def larger_context(self, target: Target) -> Target | None:
+        """The available model with the next larger context window, preferring the same backend."""
+        def window(backend: str, backend_type: str, model: str) -> int:
+            config = self.config.find_backend(backend)
+            return catalog.lookup(
+                model, backend_type, self.config.selector.models, config.context_windows if config else None
+            ).context_window
+
+        current = window(target.backend, target.backend_type, target.model)
+        larger = [
+            (c.backend != target.backend, window(c.backend, c.backend_type, c.model), c)
+            for c in self.candidates()
+            if c.available and window(c.backend, c.backend_type, c.model) > current
+        ]
+        if not larger:
+            return None
+        _, size, best = min(larger, key=lambda row: (row[0], row[1]))
+        backend = self.config.backends[best.backend]
+        role = next((r for r, m in backend.models.items() if m == best.model), None)
+        reason = f"context too long for {target.model} ({current} tokens): {best.model} has {size}"
+        fresh = self._target(backend, best.model, role, "larger context", [*target.reasons, reason], Intent(role or "context"))
+        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=target.fallbacks)
 
     def _lister(self, alias: str) -> BackendConfig | None:
         """An available backend whose `models` (or Azure deployments) contain the named model."""

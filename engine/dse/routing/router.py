@@ -1,69 +1,207 @@
-"""Sending a resolved call: pick an endpoint from the backend's pool, call the adapter, record it.
+"""Sending a resolved call, and surviving what servers do: retries, breakers, fallbacks.
 
-The router knows targets, pools and adapters; it does not know workflows (the executor's
-business) or wire formats (the adapters').
+One retry layer only: adapters run with SDK retries off and the executor hands a step's
+`retry:` to the router instead of retrying around it, so N attempts means N requests. The
+order for a call is: the target's backend (up to `attempts` tries on its healthy endpoints,
+waiting with exponential backoff and jitter, or as long as `Retry-After` says, capped), then
+each `fallback_backends` entry for the same role. "Context too long" moves to a model with a
+larger window instead. Every try is recorded on the response, or on the final error.
+
+The router knows targets, pools and adapters; it does not know workflows or wire formats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from ..backends import Backend, ChatRequest, ChatResponse, Message, make_backend
-from ..balance import EndpointPool
-from ..config.model import BackendConfig, Config, Endpoint
-from ..errors import BackendUnavailable
+from ..backends.types import Attempt, StreamChunk
+from ..balance import EndpointPool, Lease
+from ..config.model import BackendConfig, Config, Endpoint, RetrySettings
+from ..errors import (
+    AuthError,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ContextTooLong,
+    DseError,
+    RateLimited,
+)
+from .breaker import BreakerBoard
+from .resolver import Resolver
 from .target import Target
+
+T = TypeVar("T")
+_RETRYABLE = (BackendUnavailable, RateLimited, BackendTimeout)
+_FALL_BACK_ON = (*_RETRYABLE, AuthError)
+_BREAKS = (BackendUnavailable, BackendTimeout)
 
 
 class Router:
-    """Owns one adapter per backend and one endpoint pool per (backend, role)."""
+    """Owns one adapter per backend, one endpoint pool per (backend, role), one breaker per endpoint."""
 
     def __init__(
         self,
         config: Config,
+        resolver: Resolver | None = None,
+        *,
         managed_endpoints: Mapping[str, Sequence[Endpoint]] | None = None,
         backend_factory: Callable[[BackendConfig], Backend] = make_backend,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self.resolver = resolver or Resolver(config)
         self.managed_endpoints = dict(managed_endpoints or {})
+        self.breakers = BreakerBoard(config.circuit_breaker.failures, config.circuit_breaker.cooldown)
         self._factory = backend_factory
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._backends: dict[str, Backend] = {}
         self._pools: dict[tuple[str, str | None], EndpointPool] = {}
 
     def pool(self, backend: str, role: str | None) -> EndpointPool:
         """Managed replicas share one pool; configured endpoints may differ per role."""
-        config = self.config.find_backend(backend)
-        assert config is not None
+        config = self._config(backend)
         key = (backend, None if backend in self.managed_endpoints or role not in config.endpoints else role)
         pool = self._pools.get(key)
         if pool is None:
             endpoints = self.managed_endpoints.get(backend) or config.endpoints_for(role)
             if not endpoints:
                 raise BackendUnavailable(
-                    f"backend {backend!r} has no endpoint",
-                    backend=backend,
-                    hint=f"set llm.{backend}.base_url or endpoints",
+                    f"backend {backend!r} has no endpoint", backend=backend, hint=f"set llm.{backend}.base_url or endpoints"
                 )
             capacity = config.managed.parallel if config.managed else 1
-            pool = EndpointPool(endpoints, default_capacity=capacity)
+            pool = EndpointPool(endpoints, default_capacity=capacity, rng=self._rng)
             self._pools[key] = pool
         return pool
 
-    def _backend(self, name: str) -> Backend:
+    def _config(self, name: str) -> BackendConfig:
+        config = self.config.find_backend(name)
+        if config is None:
+            raise BackendUnavailable(f"backend {name!r} is not configured", backend=name)
+        return config
+
+    def backend(self, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            config = self.config.find_backend(name)
-            assert config is not None
+            config = self._config(name)
             if config.unavailable:
-                raise BackendUnavailable(f"backend {name!r} is unavailable: {config.unavailable}", backend=name)
+                raise BackendUnavailable(
+                    f"backend {name!r} is unavailable: {config.unavailable}", backend=name, hint="see `dse status`"
+                )
             backend = self._factory(config)
             self._backends[name] = backend
         return backend
 
-    async def chat(self, target: Target, messages: Sequence[Message]) -> ChatResponse:
-        """One call on the least-loaded endpoint of the target's backend."""
-        backend = self._backend(target.backend)
+    async def chat(
+        self, target: Target, messages: Sequence[Message], *, retry: Mapping[str, float] | None = None
+    ) -> ChatResponse:
+        """One completion, with retries and fallbacks; the response lists every attempt."""
+
+        async def call(backend: Backend, request: ChatRequest, lease: Lease) -> ChatResponse:
+            try:
+                response = await backend.chat(request, lease.url)
+            except BaseException:
+                lease.end(ok=False)
+                raise
+            lease.end(ok=True)
+            return response
+
+        (response, used), attempts = await self._route(target, messages, retry, call)
+        return replace(response, backend=used.backend, attempts=tuple(attempts))
+
+    async def stream(
+        self, target: Target, messages: Sequence[Message], *, retry: Mapping[str, float] | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """Chunks as they arrive. Failover happens only before the first chunk, so text is never repeated."""
+
+        async def open_stream(backend: Backend, request: ChatRequest, lease: Lease) -> tuple[StreamChunk, AsyncIterator[StreamChunk], Lease]:
+            chunks = aiter(backend.stream(request, lease.url))
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = StreamChunk("", finish_reason="stop")
+            except BaseException:
+                lease.end(ok=False)
+                raise
+            return first, chunks, lease
+
+        (opened, used), _attempts = await self._route(target, messages, retry, open_stream)
+        first, chunks, lease = opened
+        breaker = self.breakers[lease.url]
+        ok = False
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+            ok = True
+        except _BREAKS:
+            breaker.failure()
+            raise
+        finally:
+            lease.end(ok=ok)
+            if ok:
+                breaker.success()
+
+    async def _route(
+        self,
+        target: Target,
+        messages: Sequence[Message],
+        retry: Mapping[str, float] | None,
+        call: Callable[[Backend, ChatRequest, Lease], Awaitable[T]],
+    ) -> tuple[tuple[T, Target], list[Attempt]]:
+        policy = replace(self.config.retry, **retry) if retry else self.config.retry
+        attempts: list[Attempt] = []
+        pending = [target, *(name for name in target.fallbacks)]
+        last: DseError | None = None
+        tried: set[tuple[str, str]] = set()
+        while pending:
+            item = pending.pop(0)
+            try:
+                current = item if isinstance(item, Target) else self.resolver.retarget(target, item)
+            except DseError as exc:
+                attempts.append(Attempt(str(item), "", str(exc), type(exc).__name__))
+                continue
+            if (current.backend, current.model) in tried:
+                continue
+            tried.add((current.backend, current.model))
+            try:
+                return (await self._on_backend(current, messages, policy, call, attempts), current), attempts
+            except ContextTooLong as exc:
+                last = exc
+                larger = self.resolver.larger_context(current)
+                if larger is None:
+                    break
+                pending.insert(0, larger)
+            except _FALL_BACK_ON as exc:
+                last = exc
+            except BackendError as exc:
+                exc.attempts = tuple(attempts)
+                raise
+        assert last is not None or attempts
+        error = last or BackendUnavailable(attempts[-1].error or "no backend could take the call")
+        error.attempts = tuple(attempts)
+        raise error
+
+    async def _on_backend(
+        self,
+        target: Target,
+        messages: Sequence[Message],
+        policy: RetrySettings,
+        call: Callable[[Backend, ChatRequest, Lease], Awaitable[T]],
+        attempts: list[Attempt],
+    ) -> T:
+        """Up to `policy.attempts` tries on this backend's healthy endpoints."""
+        try:
+            backend = self.backend(target.backend)
+        except BackendUnavailable as exc:
+            attempts.append(Attempt(target.backend, "", str(exc), type(exc).__name__))
+            raise
         request = ChatRequest(
             model=target.wire_model,
             messages=tuple(messages),
@@ -71,9 +209,43 @@ class Router:
             max_tokens=target.max_tokens,
             timeout=target.timeout,
         )
-        async with self.pool(target.backend, target.role).acquire() as slot:
-            response = await backend.chat(request, slot.endpoint.url)
-        return replace(response, backend=target.backend)
+        pool = self.pool(target.backend, target.role)
+        for number in range(1, policy.attempts + 1):
+            try:
+                lease = pool.lease(lambda url: self.breakers[url].allows(), backend=target.backend)
+            except BackendUnavailable as exc:
+                attempts.append(Attempt(target.backend, "", str(exc), type(exc).__name__))
+                raise
+            breaker = self.breakers[lease.url]
+            breaker.begin()
+            try:
+                result = await call(backend, request, lease)
+            except BackendError as exc:
+                if isinstance(exc, _BREAKS):
+                    breaker.failure()
+                else:
+                    breaker.release()
+                wait = self._wait(exc, number, policy)
+                last_try = number == policy.attempts or wait is None or not isinstance(exc, _RETRYABLE)
+                attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, 0.0 if last_try else wait))
+                if last_try:
+                    raise
+                await self._sleep(wait)
+                continue
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.success()
+            attempts.append(Attempt(target.backend, lease.url))
+            return result
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _wait(self, exc: BackendError, number: int, policy: RetrySettings) -> float | None:
+        """Seconds before the next try; None means do not retry here (a longer Retry-After than we honour)."""
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
+        backoff = min(policy.max_backoff, policy.backoff * 2 ** (number - 1))
+        return backoff * (0.75 + 0.5 * self._rng.random())
 
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
         """Calls served per endpoint, grouped by backend: shown after a run."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..backends import ChatResponse, Message
+from ..backends.types import StreamChunk
 from ..errors import DseError, InputError
 from ..routing import Target
 from . import templating
@@ -28,7 +29,13 @@ class StepCommandFailed(DseError):
 
 
 class ChatCaller(Protocol):
-    async def chat(self, target: Target, messages: list[Message]) -> ChatResponse: ...
+    """What the executor needs from the router: a call, or a stream, with a retry override."""
+
+    async def chat(self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None) -> ChatResponse: ...
+
+    def stream(
+        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[StreamChunk]: ...
 
 
 @dataclass
@@ -63,6 +70,7 @@ class RunResult:
 
 
 EventSink = Callable[[StepResult], None]
+ChunkSink = Callable[[str, str], None]
 
 
 class Executor:
@@ -72,12 +80,14 @@ class Executor:
         caller: ChatCaller,
         *,
         on_event: EventSink | None = None,
+        on_chunk: ChunkSink | None = None,
         max_parallel: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.caller = caller
         self.on_event = on_event or (lambda result: None)
+        self.on_chunk = on_chunk or (lambda step_id, text: None)
         limit = max_parallel or plan.workflow.max_parallel or 8
         self._slots = asyncio.Semaphore(limit)
         source_env = os.environ if environ is None else environ
@@ -147,31 +157,43 @@ class Executor:
             result.backend, result.model = planned.resolution.target.backend, planned.resolution.target.model
         result.status = RUNNING
         self.on_event(result)
-        attempts = int(step.retry.get("attempts", 1))
-        backoff = float(step.retry.get("backoff", 2.0))
         started = time.perf_counter()
+        try:
+            if step.kind == "llm":
+                result.output = await self._call(planned, result, context)
+            else:
+
+                async def attempt() -> str:
+                    return await asyncio.wait_for(self._command(planned, context), timeout=step.timeout)
+
+                result.output = await self._retrying(result, attempt, step.retry)
+            result.status, result.error = DONE, None
+        except asyncio.TimeoutError:
+            result.status, result.error = FAILED, f"timed out after {step.timeout:g}s"
+        except (DseError, OSError) as exc:
+            result.status, result.error = FAILED, str(exc)
+            result.attempts = max(result.attempts, len(getattr(exc, "attempts", ())))
+        result.seconds = time.perf_counter() - started
+        self.on_event(result)
+
+    async def _retrying(self, result: StepResult, work: Callable[[], Awaitable[str]], retry: Mapping[str, Any]) -> str:
+        """`retry:` for commands; model calls hand it to the router so there is one retry layer."""
+        attempts = int(retry.get("attempts", 1))
+        backoff = float(retry.get("backoff", 2.0))
         for attempt in range(1, attempts + 1):
             result.attempts = attempt
             try:
-                work = self._call(planned, result, context) if step.kind == "llm" else self._command(planned, context)
-                result.output = await asyncio.wait_for(work, timeout=step.timeout)
-                result.status, result.error = DONE, None
-                break
-            except InputError as exc:
-                result.status, result.error = FAILED, str(exc)
-                break
-            except (DseError, OSError, asyncio.TimeoutError) as exc:
-                result.status = FAILED
-                result.error = f"timed out after {step.timeout:g}s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-                if attempt < attempts:
-                    await asyncio.sleep(backoff ** (attempt - 1))
-        result.seconds = time.perf_counter() - started
-        self.on_event(result)
+                return await work()
+            except (StepCommandFailed, OSError, asyncio.TimeoutError):
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(backoff ** (attempt - 1))
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _call(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> str:
         step, tool, resolution = planned.step, planned.tool, planned.resolution
         assert resolution is not None
-        target = resolution.target
+        target = resolution.target if step.timeout is None else replace(resolution.target, timeout=step.timeout)
         where = step.location
         local = {**context, **templating.render_value(dict(step.with_), context, where=where)}
         messages = []
@@ -179,12 +201,28 @@ class Executor:
         if system:
             messages.append(Message("system", templating.render(system, local, where=where)))
         messages.append(Message("user", templating.render(planned.prompt_template or "", local, where=where)))
-        response = await self.caller.chat(target, messages)
+        retry = dict(step.retry) or None
+        if step.stream:
+            return await self._streamed(target, messages, retry, result)
+        response = await self.caller.chat(target, messages, retry=retry)
         result.endpoint = response.endpoint
         result.model = response.model
+        result.backend = response.backend
+        result.attempts = len(response.attempts)
         result.prompt_tokens += response.usage.prompt_tokens
         result.completion_tokens += response.usage.completion_tokens
         return response.text.strip()
+
+    async def _streamed(self, target: Target, messages: list[Message], retry: Mapping[str, Any] | None, result: StepResult) -> str:
+        parts: list[str] = []
+        async for chunk in self.caller.stream(target, messages, retry=retry):
+            parts.append(chunk.text)
+            if chunk.text:
+                self.on_chunk(result.id, chunk.text)
+            if chunk.usage is not None:
+                result.prompt_tokens += chunk.usage.prompt_tokens
+                result.completion_tokens += chunk.usage.completion_tokens
+        return "".join(parts).strip()
 
     async def _command(self, planned: PlannedStep, context: dict[str, Any]) -> str:
         """An argv list run without a shell: a rendered value is one argument, never more."""
