@@ -22,7 +22,10 @@ examples:
   dse run workflows/review.yaml                       run the code review on this repository
   dse run workflows/review.yaml --input target=../app  review another git repository
   dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
+  dse run --resume 20261122-043012-3f9a                redo only what did not finish in that run
+  dse runs                                            recorded runs; `dse show RUN_ID` for one in full
   dse plan workflows/review.yaml                      which backend and model each step gets, and why
+  dse graph workflows/review.yaml                     the step graph as Mermaid (or --format dot)
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
   dse select "refactor a large Python module"         rank configured models for a task
   dse config show                                     the effective config, secrets redacted
@@ -51,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         return sub
 
-    run = command("run", "run a workflow", "dse run workflows/review.yaml --input target=.")
-    run.add_argument("workflow", help="path to a workflow YAML file")
+    run = command("run", "run a workflow", "dse run workflows/review.yaml --input target=.\n  dse run --resume 20261122-043012-3f9a")
+    run.add_argument("workflow", nargs="?", help="path to a workflow YAML file")
+    run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
+    run.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="where run journals live (default: $DSE_STATE_DIR or .dse)")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=int, metavar="N", help="at most N steps at once")
@@ -75,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--backend", action="append", default=[], metavar="NAME", help="only these backends (repeatable)")
     select.add_argument("--exclude-backend", action="append", default=[], metavar="NAME", help="never these backends (repeatable)")
 
+    runs = command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
+    runs.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
+    show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
+    show_run.add_argument("run_id")
+    show_run.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
+    graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")
+    graph.add_argument("workflow")
+    graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
@@ -90,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     signal.signal(signal.SIGTERM, _terminate)
-    handler = {"run": _run, "plan": _plan, "validate": _validate, "select": _select, "config": _config_show}[args.command]
+    handler = {
+        "run": _run,
+        "plan": _plan,
+        "validate": _validate,
+        "select": _select,
+        "runs": _runs,
+        "show": _show,
+        "graph": _graph,
+        "config": _config_show,
+    }[args.command]
     try:
         return handler(args)
     except DseError as exc:
@@ -161,19 +184,36 @@ def _read(path: str) -> str:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir or Path(os.environ.get("DSE_STATE_DIR") or ".dse")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import console, runner
 
-    prepared = runner.prepare(args.workflow, args.config)
-    inputs = _inputs(args)
-    _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
-    show_progress = not (args.json or args.quiet)
-
-    def on_event(result: Any) -> None:
-        if show_progress:
-            print(console.step_line(result), file=sys.stderr, flush=True)
-
-    result, calls = asyncio.run(runner.run_workflow(prepared, inputs, on_event=on_event, max_parallel=args.max_parallel))
+    state_dir = _state_dir(args)
+    if args.resume:
+        if args.input or args.inputs:
+            raise InputError("--resume reuses the inputs of the run it resumes; drop --input/--inputs")
+        prepared = runner.prepare_resume(args.resume, state_dir, args.config)
+    elif args.workflow:
+        prepared = runner.prepare(args.workflow, args.config, _inputs(args))
+    else:
+        raise InputError("dse run needs a workflow file or --resume RUN_ID", hint="dse run workflows/review.yaml")
+    _print_warnings(prepared.warnings)
+    progress = None if args.json or args.quiet else console.Progress(prepared.plan, sys.stderr)
+    result, calls = asyncio.run(
+        runner.run_workflow(
+            prepared,
+            on_event=progress.step if progress else None,
+            on_chunk=progress.chunk if progress else None,
+            on_start=progress.started if progress else None,
+            max_parallel=args.max_parallel,
+            state_dir=state_dir,
+        )
+    )
+    if progress:
+        progress.close()
     if args.json:
         print(console.run_json(result, calls))
     elif args.quiet:
@@ -182,6 +222,33 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(console.run_text(result, calls))
     return 0 if result.status == "done" else 1
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from . import console
+    from .workflow.journal import list_runs
+
+    records = list_runs(_state_dir(args))
+    print(json.dumps([r.summary() for r in records], indent=2) if args.json else console.runs_text(records))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from . import console
+    from .workflow.journal import read_run, run_directory
+
+    record = read_run(run_directory(_state_dir(args), args.run_id))
+    print(json.dumps(record.as_dict(), indent=2, default=str) if args.json else console.show_text(record))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from . import console
+    from .workflow import build_dag, load_workflow
+
+    workflow = load_workflow(args.workflow)
+    print(console.graph_text(workflow, build_dag(workflow), args.format))
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
-from typing import Any
+from typing import IO, Any
+
+import networkx as nx
 
 from .routing.selector import Ranked
-from .workflow import Plan, RunResult, StepResult
+from .workflow import Plan, RunResult, StepResult, Workflow
+from .workflow.journal import RunJournal, RunRecord
 
-_MARKS = {"running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
+_MARKS = {"waiting": "  ", "running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
 
 
 def step_line(result: StepResult) -> str:
@@ -25,13 +29,65 @@ def step_line(result: StepResult) -> str:
         parts.append(f"{result.seconds:.2f}s")
         if result.attempts > 1:
             parts.append(f"attempts {result.attempts}")
+    if result.reused:
+        parts.append("(reused from the resumed run)")
     if result.error and result.status != "running":
         parts.append(f"- {result.error}")
     return "  ".join(parts)
 
 
+class Progress:
+    """Step progress on a terminal: a live table redrawn in place; plain lines when piped."""
+
+    def __init__(self, plan: Plan, stream: IO[str]) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.rows = {step_id: StepResult(step_id, plan.steps[step_id].step.kind) for step_id in plan.order}
+        self.tails: dict[str, str] = {}
+        self.drawn = 0
+        self.mid_line = False
+
+    def started(self, journal: RunJournal) -> None:
+        self._write(f"run {journal.run_id}  (journal: {journal.directory})\n")
+
+    def step(self, result: StepResult) -> None:
+        self.rows[result.id] = result
+        if self.live:
+            self._redraw()
+        else:
+            self._write(("\n" if self.mid_line else "") + step_line(result) + "\n")
+            self.mid_line = False
+
+    def chunk(self, step_id: str, text: str) -> None:
+        if self.live:
+            self.tails[step_id] = (self.tails.get(step_id, "") + text).replace("\n", " ")[-60:]
+            self._redraw()
+        else:
+            self._write(text)
+            self.mid_line = True
+
+    def close(self) -> None:
+        if self.mid_line:
+            self._write("\n")
+
+    def _redraw(self) -> None:
+        lines = []
+        for step_id, row in self.rows.items():
+            line = step_line(row)
+            if row.status == "running" and step_id in self.tails:
+                line += f"  | {self.tails[step_id]}"
+            lines.append(line[:200])
+        up = f"\x1b[{self.drawn}F" if self.drawn else ""
+        self._write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.drawn = len(lines)
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
 def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
-    lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s"]
+    lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
     for backend, per_endpoint in calls.items():
         spread = ", ".join(f"{url} x{n}" for url, n in per_endpoint.items())
         lines.append(f"calls on {backend}: {spread}")
@@ -42,6 +98,7 @@ def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
 
 def run_json(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     document = {
+        "run_id": result.run_id,
         "workflow": result.workflow,
         "status": result.status,
         "seconds": round(result.seconds, 3),
@@ -126,4 +183,63 @@ def selection_text(ranked: list[Ranked], rejected: list[Ranked]) -> str:
             guess = "" if r.info.known else "  (not in the catalog: estimated from the name)"
             lines.append(f"{i}. {r.candidate.backend}:{r.candidate.model}  score {r.score:.1f}  ({parts}){guess}")
     lines += [f"   not considered: {r.candidate.backend}:{r.candidate.model}: {r.rejected}" for r in rejected]
+    return "\n".join(lines)
+
+
+def runs_text(records: list[RunRecord]) -> str:
+    if not records:
+        return "no runs yet"
+    lines = []
+    for record in records:
+        summary = record.summary()
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started"])) if summary["started"] else "-"
+        steps = ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items()))
+        seconds = f"{summary['seconds']:.1f}s" if summary["seconds"] is not None else "-"
+        lines.append(f"{record.id}  {summary['workflow']:<16} {summary['status']:<18} {when}  {seconds:>8}  {steps}")
+    return "\n".join(lines)
+
+
+def show_text(record: RunRecord) -> str:
+    meta = record.meta
+    lines = [
+        f"run {record.id}: {meta.get('workflow_name')} ({meta.get('workflow')}) - {record.status}",
+        f"config: {meta.get('config')}",
+        f"inputs: {json.dumps(meta.get('inputs'), default=str)}",
+    ]
+    for step_id, step in record.steps.items():
+        lines.append("")
+        lines.append(step_line(StepResult.from_record(step)))
+        if step.get("prompt"):
+            lines.append(f"  prompt: {_clip(step['prompt'])}")
+        if step.get("output") is not None:
+            lines.append(f"  output: {_clip(step['output'])}")
+        for attempt in step.get("tries") or []:
+            lines.append(f"  attempt: {json.dumps(attempt, default=str)}")
+    if record.outputs:
+        lines.append("")
+        lines += [f"== {name} ==\n{value}" for name, value in record.outputs.items()]
+    return "\n".join(lines)
+
+
+def _clip(value: Any, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def graph_text(workflow: Workflow, graph: nx.DiGraph, form: str) -> str:
+    """Mermaid for Markdown viewers, dot for Graphviz; a node's label says what kind of step it is."""
+    def label(step_id: str) -> str:
+        step = workflow.step(step_id)
+        what = step.tool or ("run" if step.kind == "run" else step.kind)
+        return f"{step_id}\\n({what})" if form == "dot" else f"{step_id}<br/>({what})"
+
+    if form == "dot":
+        lines = [f'digraph "{workflow.name}" {{', "  rankdir=LR;"]
+        lines += [f'  "{n}" [label="{label(n)}"];' for n in graph.nodes]
+        lines += [f'  "{a}" -> "{b}";' for a, b in graph.edges]
+        return "\n".join([*lines, "}"])
+    lines = ["flowchart LR"]
+    lines += [f'  {n}["{label(n)}"]' for n in graph.nodes]
+    lines += [f"  {a} --> {b}" for a, b in graph.edges]
     return "\n".join(lines)

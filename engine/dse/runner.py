@@ -1,51 +1,122 @@
-"""The jobs behind the CLI commands, callable from Python too: plan a workflow, run it.
+"""The jobs behind the CLI commands, callable from Python too: plan a workflow, run it, resume it.
 
 Everything that can be wrong with the input is found before a server starts or a step runs:
-load config, load workflow, build the plan (graph, tools, resolution), bind inputs. Only then
-does the engine start what the plan needs.
+load config, load workflow, build the plan (graph, tools, templates, resolution), bind
+inputs. Only then is a journal opened and does the engine start what the plan needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
 from .engine import Engine
+from .errors import DseError
 from .routing import Resolver
 from .workflow import Executor, Plan, RunResult, Workflow, bind_inputs, build_plan, load_workflow
-from .workflow.executor import EventSink
+from .workflow.executor import ChunkSink, EventSink, StepResult
+from .workflow.journal import RunJournal, file_digest, read_run, run_directory
 
 
 @dataclass(frozen=True)
 class Prepared:
+    """A checked plan and the inputs bound to it: ready to run, nothing started yet."""
+
     config: Config
     workflow: Workflow
     plan: Plan
+    inputs: dict[str, Any] = field(default_factory=dict)
+    reuse: dict[str, StepResult] = field(default_factory=dict)
+    resume_id: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
-def prepare(workflow_path: str | Path, config_path: str | Path | None = None) -> Prepared:
+def prepare(workflow_path: str | Path, config_path: str | Path | None = None, inputs: Mapping[str, Any] | None = None) -> Prepared:
     """Load and check everything a run needs; raises InputError(s) and starts nothing."""
     config = load_config(config_path)
     workflow = load_workflow(workflow_path)
-    return Prepared(config, workflow, build_plan(workflow, config, Resolver(config)))
+    plan = build_plan(workflow, config, Resolver(config))
+    bound = bind_inputs(workflow, inputs or {})
+    return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
+
+
+def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None = None) -> Prepared:
+    """The same workflow, config and inputs as run `run_id`, with its finished steps to reuse."""
+    record = read_run(run_directory(state_dir, run_id))
+    meta = record.meta
+    prepared = prepare(meta["workflow"], config_path or meta["config"], meta["inputs"])
+    warnings = list(prepared.warnings)
+    if file_digest(meta["workflow"]) != meta.get("workflow_digest"):
+        warnings.append(f"{meta['workflow']} changed since run {run_id}; finished steps are reused as they were")
+    reuse = {
+        step_id: StepResult.from_record(event)
+        for step_id, event in record.steps.items()
+        if event["status"] in ("done", "skipped") and event.get("error") is None
+    }
+    return Prepared(prepared.config, prepared.workflow, prepared.plan, prepared.inputs, reuse, run_id, tuple(warnings))
 
 
 async def run_workflow(
     prepared: Prepared,
-    inputs: Mapping[str, Any],
     *,
     on_event: EventSink | None = None,
+    on_chunk: ChunkSink | None = None,
+    on_start: Callable[[RunJournal], None] | None = None,
     max_parallel: int | None = None,
     state_dir: Path = Path(".dse"),
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
-    """Run a prepared plan; returns the result and the calls each endpoint served."""
-    bound = bind_inputs(prepared.workflow, inputs)
-    backends = {p.resolution.target.backend for p in prepared.plan.steps.values() if p.resolution}
-    async with Engine(prepared.config, state_dir=state_dir) as engine:
-        await engine.start(sorted(backends))
-        executor = Executor(prepared.plan, engine.router, on_event=on_event, max_parallel=max_parallel)
-        result = await executor.run(bound)
-        return result, engine.router.calls_per_endpoint()
+    """Run a prepared plan with a journal; returns the result and the calls each endpoint served."""
+    if prepared.resume_id:
+        journal = RunJournal.reopen(state_dir, prepared.resume_id)
+        journal.event("run_resumed", reused=sorted(prepared.reuse))
+    else:
+        journal = RunJournal.create(
+            state_dir,
+            workflow=prepared.workflow.path,
+            workflow_name=prepared.workflow.name,
+            config=prepared.config.path,
+            inputs=prepared.inputs,
+        )
+        journal.event("run_started")
+    if on_start is not None:
+        on_start(journal)
+    pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}
+    try:
+        async with Engine(prepared.config, state_dir=state_dir) as engine:
+            try:
+                await engine.start(sorted(pending))
+            except asyncio.CancelledError:
+                journal.event("run_interrupted", running=[])
+                raise
+            except DseError as exc:
+                journal.event("run_failed", error=str(exc))
+                raise
+            executor = Executor(
+                prepared.plan,
+                engine.router,
+                journal=journal,
+                reuse=prepared.reuse,
+                on_event=on_event,
+                on_chunk=on_chunk,
+                max_parallel=max_parallel,
+            )
+            result = await executor.run(prepared.inputs)
+            calls = engine.router.calls_per_endpoint()
+            journal.event("calls_per_endpoint", calls=calls)
+            return result, calls
+    finally:
+        journal.close()
+
+
+def _all_steps(plan: Plan) -> list[tuple[str, Any]]:
+    """Every planned step, sub-workflows included: the engine starts what any of them needs."""
+    out = []
+    for step_id, planned in plan.steps.items():
+        out.append((step_id, planned))
+        if planned.subplan is not None:
+            out += _all_steps(planned.subplan)
+    return out

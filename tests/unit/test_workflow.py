@@ -95,11 +95,23 @@ def test_sandbox_blocks_unsafe_attribute_access() -> None:
         render("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})
 
 
-def test_strict_undefined_names_the_typo(write) -> None:
-    plan = plan_for(write, "name: t\ninputs: {target: {type: string, default: x}}\nsteps:\n  - id: a\n    prompt: '{{ inputs.traget }}'\n")
+def test_template_typos_are_found_before_running(write) -> None:
+    with pytest.raises(InputError, match="undeclared input 'traget'") as info:
+        plan_for(write, "name: t\ninputs: {target: {type: string, default: x}}\nsteps:\n  - id: a\n    prompt: '{{ inputs.traget }}'\n")
+    assert info.value.location.line == 5 and info.value.location.key == "steps[0].prompt"
+    assert "did you mean 'target'?" in str(info.value)
+    with pytest.raises(InputError, match="unknown name 'stpes'"):
+        plan_for(write, "name: t\nsteps:\n  - id: a\n    prompt: '{{ stpes.x }}'\n")
+    with pytest.raises(InputError, match="template syntax error"):
+        plan_for(write, "name: t\nsteps:\n  - id: a\n    prompt: '{{ oops '\n")
+    with pytest.raises(InputError, match="env.HOME, which the workflow does not declare"):
+        plan_for(write, "name: t\nsteps:\n  - id: a\n    run: [echo, '{{ env.HOME }}']\n")
+
+
+def test_strict_undefined_still_fails_a_step_at_run_time(write) -> None:
+    plan = plan_for(write, "name: t\nsteps:\n  - id: a\n    run: [echo, x]\n  - id: b\n    prompt: '{{ steps.a.output.missing }}'\n")
     result = run(plan, RecordingModel())
-    assert result.status == "failed"
-    assert "traget" in result.steps["a"].error and "wf.yaml:4" in result.steps["a"].error
+    assert result.steps["b"].status == "failed" and "missing" in result.steps["b"].error
 
 
 def test_tool_prompt_with_inputs_and_system(write) -> None:

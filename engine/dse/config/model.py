@@ -69,6 +69,7 @@ class ManagedSettings:
     binary: str | None = None
     host: str = "127.0.0.1"
     startup_timeout: float = 60.0
+    repeat_penalty: float = 1.1
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class LocalCluster:
                 "--alias", s.model if s.model in BUNDLED_MODELS else model.stem,
                 "--no-webui",
                 "--metrics",
+                "--repeat-penalty", str(s.repeat_penalty),
             ]  # fmt: skip
             with open(log_path, "ab") as log:
                 log.write(f"$ {' '.join(command)}\n".encode())

@@ -1,37 +1,60 @@
 """Running a plan: each step starts as soon as its dependencies finish, bounded by `max_parallel`.
 
-Every step is an asyncio task that waits on its dependencies' completion; nothing polls. A
-failed step stops its dependants (they are recorded as skipped, with the reason) unless it
-has `continue_on_error`. A skipped step's dependants still run and see it as skipped.
+Every step is an asyncio task that waits on its dependencies' completion events; nothing
+polls. A failed step stops its dependants (recorded as skipped, with the reason) unless it has
+`continue_on_error`. A skipped step's dependants still run and see it as skipped. Every
+finished step is journaled before anything downstream starts, which is what makes `--resume`
+exact: steps that finished are reused, everything else runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Protocol
+
+from jsonschema import Draft202012Validator
 
 from ..backends import ChatResponse, Message
 from ..backends.types import StreamChunk
 from ..errors import DseError, InputError
 from ..routing import Target
 from . import templating
+from .journal import RunJournal
 from .plan import Plan, PlannedStep
 
-DONE, SKIPPED, FAILED, RUNNING = "done", "skipped", "failed", "running"
+WAITING, RUNNING, DONE, SKIPPED, FAILED = "waiting", "running", "done", "skipped", "failed"
+DEPENDENCY_FAILED = "dependency failed"
 
 
 class StepCommandFailed(DseError):
     """A `run:` command exited non-zero."""
 
 
+class OutputNotJson(DseError):
+    """A step with `output: json` got an answer that is not the JSON it asked for."""
+
+
+class ItemFailed(DseError):
+    """One item of a `for_each` fan-out failed; the message says which, the attempts are kept."""
+
+    def __init__(self, index: int, cause: DseError) -> None:
+        super().__init__(f"item {index}: {cause}")
+        self.attempts = getattr(cause, "attempts", ())
+
+
 class ChatCaller(Protocol):
     """What the executor needs from the router: a call, or a stream, with a retry override."""
 
-    async def chat(self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None) -> ChatResponse: ...
+    async def chat(
+        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None
+    ) -> ChatResponse: ...
 
     def stream(
         self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None
@@ -40,24 +63,34 @@ class ChatCaller(Protocol):
 
 @dataclass
 class StepResult:
-    """What happened to one step: the journal and the progress view are built from these."""
+    """What happened to one step: the journal, `dse show` and the progress view read these."""
 
     id: str
     kind: str
-    status: str = "waiting"
+    status: str = WAITING
     output: Any = None
     error: str | None = None
     backend: str | None = None
     model: str | None = None
     endpoint: str | None = None
+    prompt: str | list[str] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
     attempts: int = 0
+    tries: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    reused: bool = False
 
     def context(self) -> dict[str, Any]:
         """How later templates see this step: `steps.<id>.output`, `.status`, `.error`."""
         return {"output": self.output, "status": self.status, "error": self.error}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StepResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
 
 
 @dataclass
@@ -67,6 +100,7 @@ class RunResult:
     steps: dict[str, StepResult]
     outputs: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    run_id: str | None = None
 
 
 EventSink = Callable[[StepResult], None]
@@ -79,6 +113,8 @@ class Executor:
         plan: Plan,
         caller: ChatCaller,
         *,
+        journal: RunJournal | None = None,
+        reuse: Mapping[str, StepResult] | None = None,
         on_event: EventSink | None = None,
         on_chunk: ChunkSink | None = None,
         max_parallel: int | None = None,
@@ -86,13 +122,18 @@ class Executor:
     ) -> None:
         self.plan = plan
         self.caller = caller
+        self.journal = journal
         self.on_event = on_event or (lambda result: None)
         self.on_chunk = on_chunk or (lambda step_id, text: None)
-        limit = max_parallel or plan.workflow.max_parallel or 8
-        self._slots = asyncio.Semaphore(limit)
-        source_env = os.environ if environ is None else environ
-        self._env = {name: source_env.get(name, "") for name in plan.workflow.env}
+        self._max_parallel = max_parallel or plan.workflow.max_parallel or 8
+        self._slots = asyncio.Semaphore(self._max_parallel)
+        self._environ = os.environ if environ is None else environ
+        self._env = {name: self._environ.get(name, "") for name in plan.workflow.env}
         self.results = {s.id: StepResult(s.id, s.kind) for s in plan.workflow.steps}
+        for step_id, previous in (reuse or {}).items():
+            if step_id in self.results and previous.status in (DONE, SKIPPED):
+                self.results[step_id] = replace(previous, reused=True)
+        self._finished_context: dict[str, dict[str, Any]] = {}
 
     async def run(self, inputs: Mapping[str, Any]) -> RunResult:
         started = time.perf_counter()
@@ -101,22 +142,32 @@ class Executor:
         tasks = [asyncio.create_task(self._run_step(step_id, finished)) for step_id in self.plan.order]
         try:
             await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            running = [r.id for r in self.results.values() if r.status == RUNNING]
+            self._journal("run_interrupted", running=running)
+            raise
         finally:
             for task in tasks:
                 task.cancel()
         failed = any(r.status == FAILED for r in self.results.values())
         outputs = {} if failed else self._outputs()
+        status = FAILED if failed else DONE
+        self._journal("run_finished", status=status, outputs=outputs)
         return RunResult(
             workflow=self.plan.workflow.name,
-            status=FAILED if failed else DONE,
+            status=status,
             steps=self.results,
             outputs=outputs,
             seconds=time.perf_counter() - started,
+            run_id=self.journal.run_id if self.journal else None,
         )
 
+    def _journal(self, name: str, /, **data: Any) -> None:
+        if self.journal is not None:
+            self.journal.event(name, **data)
+
     def _context(self, **extra: Any) -> dict[str, Any]:
-        steps = {sid: r.context() for sid, r in self.results.items() if r.status in (DONE, SKIPPED, FAILED)}
-        return {"inputs": self._inputs, "steps": steps, "env": self._env, **extra}
+        return {"inputs": self._inputs, "steps": self._finished_context, "env": self._env, **extra}
 
     def _outputs(self) -> dict[str, Any]:
         context = self._context()
@@ -131,50 +182,112 @@ class Executor:
         try:
             for dep in self.plan.graph.predecessors(step_id):
                 await finished[dep].wait()
-            blocked = [
-                d
-                for d in self.plan.graph.predecessors(step_id)
-                if (self.results[d].status == FAILED and not self.plan.steps[d].step.continue_on_error)
-                or self.results[d].error == "dependency failed"
-            ]
-            if blocked:
-                result.status, result.error = SKIPPED, "dependency failed"
+            if result.reused:
                 self.on_event(result)
                 return
-            async with self._slots:
-                await self._execute(self.plan.steps[step_id], result)
+            if any(self._blocks(dep) for dep in self.plan.graph.predecessors(step_id)):
+                result.status, result.error = SKIPPED, DEPENDENCY_FAILED
+                self._finish(result)
+                return
+            planned = self.plan.steps[step_id]
+            if planned.step.for_each is not None:
+                await self._execute(planned, result)
+            else:
+                async with self._slots:
+                    await self._execute(planned, result)
         finally:
+            self._finished_context[step_id] = result.context()
             finished[step_id].set()
+
+    def _blocks(self, dep: str) -> bool:
+        """A failed dependency stops its dependants, unless it may fail; the stop propagates."""
+        done = self.results[dep]
+        failed_hard = done.status == FAILED and not self.plan.steps[dep].step.continue_on_error
+        return failed_hard or done.error == DEPENDENCY_FAILED
+
+    def _finish(self, result: StepResult) -> None:
+        """Journal first, then tell the user: what was shown as finished is always on disk."""
+        self._journal("step_finished", **asdict(result))
+        self.on_event(result)
 
     async def _execute(self, planned: PlannedStep, result: StepResult) -> None:
         step = planned.step
         context = self._context()
-        if step.when is not None and not templating.evaluate(step.when, context, where=step.location):
-            result.status = SKIPPED
-            self.on_event(result)
-            return
-        if planned.resolution is not None:
-            result.backend, result.model = planned.resolution.target.backend, planned.resolution.target.model
-        result.status = RUNNING
-        self.on_event(result)
-        started = time.perf_counter()
+        result.started_at = time.monotonic()
         try:
-            if step.kind == "llm":
-                result.output = await self._call(planned, result, context)
+            if step.when is not None and not templating.evaluate(step.when, context, where=step.location):
+                result.status = SKIPPED
+                return
+            if planned.resolution is not None:
+                result.backend, result.model = planned.resolution.target.backend, planned.resolution.target.model
+            result.status = RUNNING
+            self._journal("step_started", id=step.id, backend=result.backend, model=result.model)
+            self.on_event(result)
+            if step.for_each is None:
+                result.output = await self._body(planned, result, context)
             else:
-
-                async def attempt() -> str:
-                    return await asyncio.wait_for(self._command(planned, context), timeout=step.timeout)
-
-                result.output = await self._retrying(result, attempt, step.retry)
+                result.output = await self._fan_out(planned, result, context)
             result.status, result.error = DONE, None
         except asyncio.TimeoutError:
             result.status, result.error = FAILED, f"timed out after {step.timeout:g}s"
         except (DseError, OSError) as exc:
             result.status, result.error = FAILED, str(exc)
-            result.attempts = max(result.attempts, len(getattr(exc, "attempts", ())))
-        result.seconds = time.perf_counter() - started
-        self.on_event(result)
+            tries = getattr(exc, "attempts", ())
+            if tries:
+                result.tries = [asdict(t) for t in tries]
+                result.attempts = max(result.attempts, len(tries))
+        finally:
+            result.finished_at = time.monotonic()
+            result.seconds = result.finished_at - result.started_at
+            if result.status != RUNNING:
+                self._finish(result)
+
+    async def _fan_out(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> list[Any]:
+        """Run the step once per item, concurrently within `max_parallel`; results keep the items' order."""
+        items = self._items(planned, context)
+        prompts: list[str] = []
+
+        async def one(index: int, item: Any) -> Any:
+            async with self._slots:
+                try:
+                    return await self._body(planned, result, {**context, "item": item, "index": index}, prompts)
+                except DseError as exc:
+                    raise ItemFailed(index, exc) from None
+
+        outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        result.prompt = prompts or None
+        return list(outputs)
+
+    def _items(self, planned: PlannedStep, context: dict[str, Any]) -> list[Any]:
+        step = planned.step
+        source = step.for_each
+        if isinstance(source, str):
+            match = re.fullmatch(r"\s*\{\{(.*)\}\}\s*", source, re.S)
+            value: Any = templating.evaluate(match.group(1), context, where=step.location) if match else source
+            if isinstance(value, str):
+                try:
+                    value = json.loads(templating.render(value, context, where=step.location))
+                except json.JSONDecodeError:
+                    value = [line for line in value.splitlines() if line.strip()]
+        else:
+            value = templating.render_value(source, context, where=step.location)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise InputError(f"for_each must give a list, got {type(value).__name__}", location=step.location)
+        return list(value)
+
+    async def _body(
+        self, planned: PlannedStep, result: StepResult, context: dict[str, Any], prompts: list[str] | None = None
+    ) -> Any:
+        step = planned.step
+        if step.kind == "llm":
+            return await self._call(planned, result, context, prompts)
+        if step.kind == "workflow":
+            return await self._subworkflow(planned, result, context)
+
+        async def attempt() -> str:
+            return await asyncio.wait_for(self._command(planned, context), timeout=step.timeout)
+
+        return await self._retrying(result, attempt, step.retry)
 
     async def _retrying(self, result: StepResult, work: Callable[[], Awaitable[str]], retry: Mapping[str, Any]) -> str:
         """`retry:` for commands; model calls hand it to the router so there is one retry layer."""
@@ -184,13 +297,16 @@ class Executor:
             result.attempts = attempt
             try:
                 return await work()
-            except (StepCommandFailed, OSError, asyncio.TimeoutError):
+            except (StepCommandFailed, OSError, asyncio.TimeoutError) as exc:
+                result.tries.append({"attempt": attempt, "error": str(exc) or "timed out"})
                 if attempt == attempts:
                     raise
                 await asyncio.sleep(backoff ** (attempt - 1))
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _call(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> str:
+    async def _call(
+        self, planned: PlannedStep, result: StepResult, context: dict[str, Any], prompts: list[str] | None
+    ) -> Any:
         step, tool, resolution = planned.step, planned.tool, planned.resolution
         assert resolution is not None
         target = resolution.target if step.timeout is None else replace(resolution.target, timeout=step.timeout)
@@ -200,37 +316,52 @@ class Executor:
         system = step.system if step.system is not None else (tool.system if tool else None)
         if system:
             messages.append(Message("system", templating.render(system, local, where=where)))
-        messages.append(Message("user", templating.render(planned.prompt_template or "", local, where=where)))
+        prompt = templating.render(planned.prompt_template or "", local, where=where)
+        messages.append(Message("user", prompt))
+        if prompts is None:
+            result.prompt = prompt
+        else:
+            prompts.append(prompt)
         retry = dict(step.retry) or None
-        if step.stream:
-            return await self._streamed(target, messages, retry, result)
+        text = await self._complete(target, messages, retry, result, stream=step.stream)
+        if step.output != "json":
+            return text
+        try:
+            return _parse_json(text, step.output_schema)
+        except OutputNotJson as first:
+            messages += [
+                Message("assistant", text),
+                Message("user", f"That was not valid JSON ({first}). Reply with the JSON only, nothing else."),
+            ]
+            return _parse_json(await self._complete(target, messages, retry, result, stream=False), step.output_schema)
+
+    async def _complete(
+        self, target: Target, messages: list[Message], retry: Mapping[str, Any] | None, result: StepResult, *, stream: bool
+    ) -> str:
+        if stream:
+            parts: list[str] = []
+            async for chunk in self.caller.stream(target, messages, retry=retry):
+                parts.append(chunk.text)
+                if chunk.text:
+                    self.on_chunk(result.id, chunk.text)
+                if chunk.usage is not None:
+                    result.prompt_tokens += chunk.usage.prompt_tokens
+                    result.completion_tokens += chunk.usage.completion_tokens
+            result.attempts += 1
+            return "".join(parts).strip()
         response = await self.caller.chat(target, messages, retry=retry)
-        result.endpoint = response.endpoint
-        result.model = response.model
-        result.backend = response.backend
-        result.attempts = len(response.attempts)
+        result.endpoint, result.model, result.backend = response.endpoint, response.model, response.backend
+        result.attempts += len(response.attempts) or 1
+        result.tries += [asdict(t) for t in response.attempts if t.error]
         result.prompt_tokens += response.usage.prompt_tokens
         result.completion_tokens += response.usage.completion_tokens
         return response.text.strip()
 
-    async def _streamed(self, target: Target, messages: list[Message], retry: Mapping[str, Any] | None, result: StepResult) -> str:
-        parts: list[str] = []
-        async for chunk in self.caller.stream(target, messages, retry=retry):
-            parts.append(chunk.text)
-            if chunk.text:
-                self.on_chunk(result.id, chunk.text)
-            if chunk.usage is not None:
-                result.prompt_tokens += chunk.usage.prompt_tokens
-                result.completion_tokens += chunk.usage.completion_tokens
-        return "".join(parts).strip()
-
     async def _command(self, planned: PlannedStep, context: dict[str, Any]) -> str:
         """An argv list run without a shell: a rendered value is one argument, never more."""
         step = planned.step
-        if step.kind == "workflow":
-            raise InputError(f"step {step.id!r}: sub-workflows are not supported yet", location=step.location)
         argv = [templating.render(arg, context, where=step.location) for arg in step.run or ()]
-        env = {**os.environ, **templating.render_value(dict(step.env), context, where=step.location)}
+        env = {**self._environ, **templating.render_value(dict(step.env), context, where=step.location)}
         cwd = templating.render(step.cwd, context, where=step.location) if step.cwd else None
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -250,3 +381,43 @@ class Executor:
             tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
             raise StepCommandFailed(f"{argv[0]} exited with code {process.returncode}: {' | '.join(tail)}")
         return stdout.decode(errors="replace").rstrip("\n")
+
+    async def _subworkflow(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> dict[str, Any]:
+        """A sub-workflow runs with its own steps and inputs; its outputs are this step's output."""
+        from .inputs import bind_inputs
+
+        assert planned.subplan is not None
+        inputs = bind_inputs(planned.subplan.workflow, templating.render_value(dict(planned.step.with_), context))
+        child = Executor(planned.subplan, self.caller, on_chunk=self.on_chunk, max_parallel=self._max_parallel, environ=self._environ)
+        outcome = await child.run(inputs)
+        for sub in outcome.steps.values():
+            result.prompt_tokens += sub.prompt_tokens
+            result.completion_tokens += sub.completion_tokens
+        if outcome.status != DONE:
+            failed = [f"{s.id}: {s.error}" for s in outcome.steps.values() if s.status == FAILED]
+            raise StepCommandFailed(f"sub-workflow {Path(planned.step.workflow or '').name} failed ({'; '.join(failed)})")
+        return outcome.outputs
+
+
+def _parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:
+    """The JSON in a model's answer: fences and chatter around it are tolerated, a wrong shape is not."""
+    candidate = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", candidate, re.S)
+    if fenced:
+        candidate = fenced.group(1).strip()
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError:
+        starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
+        try:
+            value, _ = json.JSONDecoder().raw_decode(candidate[min(starts):]) if starts else (None, 0)
+        except json.JSONDecodeError as exc:
+            raise OutputNotJson(f"invalid JSON: {exc.msg}") from None
+        if not starts:
+            raise OutputNotJson("no JSON value in the answer") from None
+    if schema:
+        errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
+        if errors:
+            where = "/".join(map(str, errors[0].path)) or "top level"
+            raise OutputNotJson(f"does not match output_schema at {where}: {errors[0].message}")
+    return value

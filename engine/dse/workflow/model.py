@@ -50,6 +50,11 @@ class Step:
     stream: bool = False
     temperature: float | None = None
     max_tokens: int | None = None
+    key_locations: Mapping[str, Location] = field(default_factory=dict)
+
+    def where(self, key: str) -> Location:
+        """The position of one of this step's keys, so an error points at `prompt:`, not at `id:`."""
+        return self.key_locations.get(key, self.location)
 
     @property
     def kind(self) -> str:
@@ -76,7 +81,7 @@ class Workflow:
         return next(s for s in self.steps if s.id == step_id)
 
 
-_STEP_KEYS = {f for f in Step.__dataclass_fields__ if f not in {"id", "location", "with_"}}
+_STEP_KEYS = {f for f in Step.__dataclass_fields__ if f not in {"id", "location", "with_", "key_locations"}}
 
 
 def load_workflow(path: str | Path) -> Workflow:
@@ -97,7 +102,8 @@ def load_workflow(path: str | Path) -> Workflow:
         if "run" in values:
             values["run"] = tuple(str(a) for a in values["run"])
         values["needs"] = tuple(values.get("needs", ()))
-        steps.append(Step(id=raw["id"], location=location, with_=raw.get("with") or {}, **values))
+        keys = {key: source.locate(("steps", index, key)) for key in raw}
+        steps.append(Step(id=raw["id"], location=location, with_=raw.get("with") or {}, key_locations=keys, **values))
     inputs = {
         name: InputSpec(name=name, **(spec or {})) for name, spec in (data.get("inputs") or {}).items()
     }

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import TemplateSyntaxError, meta, nodes
 
 import networkx as nx
 
 from ..config.model import Config, ToolConfig
-from ..errors import InputError, InputErrors
+from ..errors import InputError, InputErrors, Location
 from ..routing.resolver import Intent, Resolution, Resolver
 from .dag import build_dag
-from .model import Step, Workflow
+from . import templating
+from .model import Step, Workflow, load_workflow
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class PlannedStep:
     step: Step
     tool: ToolConfig | None = None
     resolution: Resolution | None = None
+    subplan: Plan | None = None
 
     @property
     def prompt_template(self) -> str | None:
@@ -46,16 +51,22 @@ class Plan:
         return [w for p in self.steps.values() if p.resolution for w in p.resolution.warnings]
 
 
-def build_plan(workflow: Workflow, config: Config, resolver: Resolver) -> Plan:
-    """Check the graph and the tools, resolve every model call; all errors at once."""
+def build_plan(workflow: Workflow, config: Config, resolver: Resolver, *, parents: tuple[str, ...] = ()) -> Plan:
+    """Check the graph, the tools, the templates and sub-workflows, resolve every model call; all errors at once."""
     graph = build_dag(workflow)
     errors: list[InputError] = []
     planned: dict[str, PlannedStep] = {}
     for step in workflow.steps:
         try:
-            planned[step.id] = _plan_step(step, config, resolver)
+            _check_templates(step, workflow, config)
+            planned[step.id] = _plan_step(step, workflow, config, resolver, parents)
         except InputErrors as many:
             errors.extend(many.errors)
+        except InputError as one:
+            errors.append(one)
+    for name, template in workflow.outputs.items():
+        try:
+            _check(template, workflow, {"inputs", "steps", "env"}, workflow.source.locate(("outputs", name)))
         except InputError as one:
             errors.append(one)
     if errors:
@@ -63,7 +74,20 @@ def build_plan(workflow: Workflow, config: Config, resolver: Resolver) -> Plan:
     return Plan(workflow, graph, planned)
 
 
-def _plan_step(step: Step, config: Config, resolver: Resolver) -> PlannedStep:
+def _plan_step(step: Step, workflow: Workflow, config: Config, resolver: Resolver, parents: tuple[str, ...]) -> PlannedStep:
+    if step.kind == "workflow":
+        path = (Path(workflow.path).parent / (step.workflow or "")).resolve()
+        if str(path) in parents or str(Path(workflow.path).resolve()) == str(path):
+            raise InputError(f"step {step.id!r}: sub-workflow {step.workflow} includes itself", location=step.location)
+        child = load_workflow(path)
+        unknown = sorted(set(step.with_) - set(child.inputs))
+        if unknown:
+            raise InputError(
+                f"step {step.id!r} passes unknown input {unknown[0]!r} to {step.workflow}",
+                location=step.location,
+                hint=f"its inputs: {', '.join(child.inputs) or 'none'}",
+            )
+        return PlannedStep(step, subplan=build_plan(child, config, resolver, parents=(*parents, str(Path(workflow.path).resolve()))))
     if step.kind != "llm":
         return PlannedStep(step)
     tool = None
@@ -90,3 +114,67 @@ def _plan_step(step: Step, config: Config, resolver: Resolver) -> PlannedStep:
         location=step.location,
     )
     return PlannedStep(step, tool, resolver.resolve(intent))
+
+
+_ROOTS = {"inputs", "steps", "env"}
+
+
+def _check_templates(step: Step, workflow: Workflow, config: Config) -> None:
+    """Template typos are found before anything runs: syntax, unknown names, undeclared inputs."""
+    roots = set(_ROOTS) | ({"item", "index"} if step.for_each is not None else set())
+    prompt_roots = roots | set(step.with_)
+    tool = config.tools.get(step.tool) if step.tool else None
+    prompt_where = step.where("prompt") if step.prompt is not None else (tool.location if tool else None)
+    system_where = step.where("system") if step.system is not None else (tool.location if tool else None)
+    texts: list[tuple[object, set[str], Location | None]] = [
+        (step.when, roots, step.where("when")),
+        (step.for_each, _ROOTS, step.where("for_each")),
+        (list(step.run or ()), roots, step.where("run")),
+        (dict(step.with_), roots, step.where("with")),
+        (dict(step.env), roots, step.where("env")),
+        (step.cwd, roots, step.where("cwd")),
+        (step.prompt if step.prompt is not None else (tool.prompt if tool else None), prompt_roots, prompt_where),
+        (step.system if step.system is not None else (tool.system if tool else None), prompt_roots, system_where),
+    ]
+    for value, allowed, where in texts:
+        for text in _strings(value):
+            _check(text, workflow, allowed, where or step.location, expression=value is step.when)
+
+
+def _check(text: str, workflow: Workflow, allowed: set[str], where: Location, *, expression: bool = False) -> None:
+    source = "{{ " + text + " }}" if expression else text
+    try:
+        tree = templating.environment().parse(source)
+    except TemplateSyntaxError as exc:
+        raise InputError(f"template syntax error: {exc.message}", location=where) from None
+    unknown = sorted(meta.find_undeclared_variables(tree) - allowed)
+    if unknown:
+        raise InputError(
+            f"template uses unknown name {unknown[0]!r}",
+            location=where,
+            hint=f"available here: {', '.join(sorted(allowed))}",
+        )
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "inputs" and node.attr not in workflow.inputs:
+            close = difflib.get_close_matches(node.attr, list(workflow.inputs), n=1, cutoff=0.5)
+            raise InputError(
+                f"template uses undeclared input {node.attr!r}",
+                location=where,
+                hint=f"did you mean {close[0]!r}?" if close else "declare it under inputs:",
+            )
+        if isinstance(node.node, nodes.Name) and node.node.name == "env" and node.attr not in workflow.env:
+            raise InputError(
+                f"template reads env.{node.attr}, which the workflow does not declare",
+                location=where,
+                hint=f"add {node.attr} to the workflow's env: list (only declared variables are visible)",
+            )
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
