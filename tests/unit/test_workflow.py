@@ -201,3 +201,75 @@ def test_inputs_are_typed(write) -> None:
         bind_inputs(plan.workflow, {"n": "four"})
     with pytest.raises(InputError, match="unknown input"):
         bind_inputs(plan.workflow, {"m": "1"})
+
+
+def test_for_each_fans_out_in_order_with_item_and_index(write) -> None:
+    plan = plan_for(
+        write,
+        "name: t\ninputs: {names: {type: array, default: [ann, bob, cy]}}\nsteps:\n"
+        "  - id: greet\n    for_each: '{{ inputs.names }}'\n    prompt: 'hi {{ index }} {{ item }}'\n"
+        "  - id: count\n    for_each: [1, 2]\n    run: [echo, 'n{{ item }}']\n",
+    )
+    model = RecordingModel(lambda prompt: prompt.upper(), delay=0.05)
+    result = run(plan, model)
+    assert result.steps["greet"].output == ["HI 0 ANN", "HI 1 BOB", "HI 2 CY"]
+    assert result.steps["greet"].prompt == ["hi 0 ann", "hi 1 bob", "hi 2 cy"]
+    assert result.steps["count"].output == ["n1", "n2"]
+    spans = [(s, e) for _, _, s, e in model.calls]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), "items run concurrently"
+
+
+def test_output_json_is_parsed_validated_and_retried_once(write) -> None:
+    plan = plan_for(
+        write,
+        "name: t\nsteps:\n  - id: a\n    prompt: give json\n    output: json\n"
+        "    output_schema: {type: object, required: [score], properties: {score: {type: integer}}}\n"
+        "  - id: b\n    run: [echo, '{{ steps.a.output.score + 1 }}']\n",
+    )
+    answers = iter(["Sure! {\"score\": \"high\"}", "```json\n{\"score\": 41}\n```"])
+    model = RecordingModel(lambda prompt: next(answers))
+    result = run(plan, model)
+    assert result.steps["a"].output == {"score": 41} and result.steps["b"].output == "42"
+    retry_prompt = model.calls[1][1][-1].content
+    assert "not valid JSON" in retry_prompt and "score" in retry_prompt
+    assert result.steps["a"].attempts == 2
+
+
+def test_output_json_fails_after_the_corrective_retry(write) -> None:
+    plan = plan_for(write, "name: t\nsteps:\n  - id: a\n    prompt: give json\n    output: json\n")
+    result = run(plan, RecordingModel(lambda prompt: "no json here"))
+    assert result.steps["a"].status == "failed" and "no JSON value" in result.steps["a"].error
+
+
+def test_sub_workflow_runs_with_inputs_and_returns_outputs(write) -> None:
+    write("child.yaml", "name: child\ninputs: {word: {type: string}}\nsteps:\n  - id: up\n    prompt: '{{ inputs.word }}'\noutputs: {shout: '{{ steps.up.output }}!'}\n")
+    plan = plan_for(write, "name: parent\nsteps:\n  - id: sub\n    workflow: child.yaml\n    with: {word: hey}\n  - id: after\n    run: [echo, '{{ steps.sub.output.shout }}']\n")
+    result = run(plan, RecordingModel(lambda prompt: prompt.upper()))
+    assert result.steps["sub"].output == {"shout": "HEY!"} and result.steps["after"].output == "HEY!"
+
+
+def test_sub_workflow_errors_are_found_at_plan_time(write) -> None:
+    write("child.yaml", "name: child\ninputs: {word: {type: string}}\nsteps:\n  - id: up\n    tool: nope\n")
+    with pytest.raises(InputError, match="unknown tool 'nope'"):
+        plan_for(write, "name: parent\nsteps:\n  - id: sub\n    workflow: child.yaml\n")
+    write("loop.yaml", "name: loop\nsteps:\n  - id: again\n    workflow: loop.yaml\n")
+    with pytest.raises(InputError, match="includes itself"):
+        plan_for(write, "name: parent\nsteps:\n  - id: sub\n    workflow: loop.yaml\n")
+    with pytest.raises(InputError, match="unknown input 'wrod'"):
+        write("child.yaml", "name: child\ninputs: {word: {type: string}}\nsteps:\n  - id: up\n    prompt: x\n")
+        plan_for(write, "name: parent\nsteps:\n  - id: sub\n    workflow: child.yaml\n    with: {wrod: x}\n")
+
+
+def test_a_large_generated_workflow_plans_and_runs(write) -> None:
+    steps = ["  - id: s0\n    prompt: start\n"]
+    for i in range(1, 2000):
+        deps = sorted({(i * 7) % i, (i * 13) % i, i - 1})
+        refs = " ".join(f"{{{{ steps.s{d}.status }}}}" for d in deps)
+        steps.append(f"  - id: s{i}\n    prompt: '{refs}'\n")
+    plan = plan_for(write, "name: big\nmax_parallel: 16\nsteps:\n" + "".join(steps))
+    result = run(plan, RecordingModel(lambda prompt: "ok"))
+    assert result.status == "done" and len(result.steps) == 2000
+    assert all(r.status == "done" for r in result.steps.values())
+    for step_id in plan.graph:
+        for dep in plan.graph.predecessors(step_id):
+            assert result.steps[dep].finished_at <= result.steps[step_id].started_at

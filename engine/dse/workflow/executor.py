@@ -245,17 +245,17 @@ class Executor:
     async def _fan_out(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> list[Any]:
         """Run the step once per item, concurrently within `max_parallel`; results keep the items' order."""
         items = self._items(planned, context)
-        prompts: list[str] = []
+        prompts: list[list[str]] = [[] for _ in items]
 
         async def one(index: int, item: Any) -> Any:
             async with self._slots:
                 try:
-                    return await self._body(planned, result, {**context, "item": item, "index": index}, prompts)
+                    return await self._body(planned, result, {**context, "item": item, "index": index}, prompts[index])
                 except DseError as exc:
                     raise ItemFailed(index, exc) from None
 
         outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
-        result.prompt = prompts or None
+        result.prompt = [p for item_prompts in prompts for p in item_prompts] or None
         return list(outputs)
 
     def _items(self, planned: PlannedStep, context: dict[str, Any]) -> list[Any]:

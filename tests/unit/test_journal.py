@@ -1,0 +1,116 @@
+"""The run journal: durable events, torn lines tolerated, exact reuse of finished steps on resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dse.backends import ChatResponse, Message, Usage
+from dse.config import load_config
+from dse.errors import BackendUnavailable
+from dse.routing import Resolver, Target
+from dse.workflow import Executor, bind_inputs, build_plan, load_workflow
+from dse.workflow.executor import StepResult
+from dse.workflow.journal import RunJournal, list_runs, read_run
+
+CONFIG = "llm:\n  backend: fake\n  fake: {type: openai, api_key: x, base_url: 'http://127.0.0.1:9/v1'}\n"
+
+
+class Model:
+    def __init__(self, fail_on: str | None = None, delays: dict[str, float] | None = None) -> None:
+        self.fail_on, self.delays, self.prompts = fail_on, delays or {}, []
+
+    async def chat(self, target: Target, messages: list[Message], retry=None) -> ChatResponse:
+        prompt = messages[-1].content
+        self.prompts.append(prompt)
+        await asyncio.sleep(self.delays.get(prompt, 0))
+        if prompt == self.fail_on:
+            raise BackendUnavailable("server down")
+        return ChatResponse(f"<{prompt}>", "m", "fake", "http://stub", Usage(2, 3))
+
+
+def setup(tmp_path: Path, workflow_text: str):
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    (tmp_path / "wf.yaml").write_text(workflow_text)
+    config = load_config(tmp_path / "config.yaml", environ={})
+    workflow = load_workflow(tmp_path / "wf.yaml")
+    return workflow, build_plan(workflow, config, Resolver(config))
+
+
+WORKFLOW = (
+    "name: chain\nsteps:\n  - id: a\n    prompt: one\n  - id: b\n    prompt: 'two {{ steps.a.output }}'\n"
+    "  - id: c\n    prompt: 'three {{ steps.b.output }}'\n  - id: side\n    prompt: side\n"
+    "outputs: {last: '{{ steps.c.output }}'}\n"
+)
+
+
+def test_a_failed_run_resumes_with_exactly_the_unfinished_work(tmp_path: Path) -> None:
+    workflow, plan = setup(tmp_path, WORKFLOW)
+    state = tmp_path / ".dse"
+    journal = RunJournal.create(state, workflow=workflow.path, workflow_name="chain", config=str(tmp_path / "config.yaml"), inputs={})
+    first = Model(fail_on="two <one>")
+    result = asyncio.run(Executor(plan, first, journal=journal).run({}))
+    journal.close()
+    assert result.status == "failed" and result.steps["c"].error == "dependency failed"
+
+    record = read_run(journal.directory)
+    assert record.status == "failed"
+    assert {k: v["status"] for k, v in record.steps.items()} == {"a": "done", "b": "failed", "c": "skipped", "side": "done"}
+    assert record.steps["b"]["error"] == "server down" and record.steps["a"]["prompt"] == "one"
+
+    reuse = {k: StepResult.from_record(v) for k, v in record.steps.items() if v["status"] == "done"}
+    again = Model()
+    journal = RunJournal.reopen(state, journal.run_id)
+    resumed = asyncio.run(Executor(plan, again, journal=journal, reuse=reuse).run({}))
+    journal.close()
+    assert again.prompts == ["two <one>", "three <two <one>>"], "only the failed step and its dependant run again"
+    assert resumed.status == "done" and resumed.outputs == {"last": "<three <two <one>>>"}
+    assert resumed.steps["a"].reused and resumed.steps["side"].reused
+    assert read_run(journal.directory).status == "done"
+
+
+def test_events_are_json_lines_and_a_torn_line_is_ignored(tmp_path: Path) -> None:
+    workflow, plan = setup(tmp_path, WORKFLOW)
+    journal = RunJournal.create(tmp_path / ".dse", workflow=workflow.path, workflow_name="chain", config="c", inputs={"x": 1})
+    asyncio.run(Executor(plan, Model(), journal=journal).run({}))
+    journal.close()
+    path = journal.directory / "events.jsonl"
+    lines = path.read_text().splitlines()
+    kinds = [json.loads(line)["event"] for line in lines]
+    assert kinds.count("step_finished") == 4 and kinds[-1] == "run_finished"
+    with open(path, "a") as handle:
+        handle.write('{"event": "step_fini')
+    record = read_run(journal.directory)
+    assert record.status == "done" and record.meta["inputs"] == {"x": 1}
+    assert [r.id for r in list_runs(tmp_path / ".dse")] == [journal.run_id]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]], list[float]]:
+    n = draw(st.integers(2, 18))
+    edges = [(a, b) for b in range(n) for a in range(b) if draw(st.booleans()) and draw(st.booleans())]
+    delays = [draw(st.sampled_from([0, 0.001, 0.003])) for _ in range(n)]
+    return n, edges, delays
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dag=dags(), parallel=st.integers(1, 4), seed=st.integers(0, 10**6))
+def test_every_step_starts_after_all_its_dependencies_finished(tmp_path: Path, dag, parallel: int, seed: int) -> None:
+    n, edges, delays = dag
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    lines = []
+    for i in order:
+        needs = [f"s{a}" for a, b in edges if b == i]
+        lines.append(f"  - id: s{i}\n    prompt: p{i}\n" + (f"    needs: [{', '.join(needs)}]\n" if needs else ""))
+    workflow, plan = setup(tmp_path, f"name: dag\nmax_parallel: {parallel}\nsteps:\n" + "".join(lines))
+    model = Model(delays={f"p{i}": d for i, d in enumerate(delays)})
+    result = asyncio.run(Executor(plan, model).run(bind_inputs(workflow, {})))
+    assert result.status == "done"
+    for a, b in edges:
+        assert result.steps[f"s{a}"].finished_at <= result.steps[f"s{b}"].started_at
