@@ -185,14 +185,20 @@ def test_step_retry_override_replaces_the_default(setup) -> None:
     assert len(script.calls) == 2, "one attempt per backend: never retries multiplied by retries"
 
 
-def test_breaker_opens_and_recovers_after_cooldown(setup) -> None:
-    router, _, script, waits = setup
+def break_secondary(router: Router, script: Script, now: list[float]):
+    """Two failures on the single-endpoint secondary backend open its breaker (threshold 2)."""
     target = router.resolver.resolve(Intent("s", backend="secondary", model_key="generator")).target
-    now = [0.0]
     router.breakers = type(router.breakers)(2, 60, clock=lambda: now[0])
     script.answers["http://s1"] = [down("http://s1")]
     with pytest.raises(BackendUnavailable):
         ask(router, target)
+    return target
+
+
+def test_breaker_opens_and_recovers_after_cooldown(setup) -> None:
+    router, _, script, waits = setup
+    now = [0.0]
+    target = break_secondary(router, script, now)
     assert len(script.calls) == 2 and router.breakers["http://s1"].state == "open"
     for _ in range(5):
         with pytest.raises(BackendUnavailable, match="cooling down"):
@@ -207,12 +213,8 @@ def test_breaker_opens_and_recovers_after_cooldown(setup) -> None:
 
 def test_a_failed_probe_reopens_the_breaker(setup) -> None:
     router, _, script, waits = setup
-    target = router.resolver.resolve(Intent("s", backend="secondary", model_key="generator")).target
     now = [0.0]
-    router.breakers = type(router.breakers)(2, 60, clock=lambda: now[0])
-    script.answers["http://s1"] = [down("http://s1")]
-    with pytest.raises(BackendUnavailable):
-        ask(router, target)
+    target = break_secondary(router, script, now)
     now[0] = 61.0
     with pytest.raises(BackendUnavailable):
         ask(router, target, retry={"attempts": 1})
