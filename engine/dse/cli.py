@@ -28,6 +28,7 @@ examples:
   dse graph workflows/review.yaml                     the step graph as Mermaid (or --format dot)
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
   dse select "refactor a large Python module"         rank configured models for a task
+  dse status                                          what is reachable, ready, and why not
   dse config show                                     the effective config, secrets redacted
 
 config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml.
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--backend", action="append", default=[], metavar="NAME", help="only these backends (repeatable)")
     select.add_argument("--exclude-backend", action="append", default=[], metavar="NAME", help="never these backends (repeatable)")
 
+    status = command("status", "every backend and endpoint: reachable, ready, models, and why not", "dse status --json")
+    status.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
+    models = command("models", "models across every backend: configured roles and what servers offer", "dse models")
+    models.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
+
     runs = command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
     runs.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
     show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "plan": _plan,
         "validate": _validate,
         "select": _select,
+        "status": _status,
+        "models": _models,
         "runs": _runs,
         "show": _show,
         "graph": _graph,
@@ -222,6 +230,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(console.run_text(result, calls))
     return 0 if result.status == "done" else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import console
+    from .config import load_config
+    from .status import collect_status
+
+    reports = asyncio.run(collect_status(load_config(args.config), timeout=args.timeout, with_models=True))
+    print(json.dumps(console.status_data(reports), indent=2) if args.json else console.status_text(reports))
+    return 0 if all(r.ok for r in reports if "default" in r.usage) else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from . import console
+    from .config import load_config
+    from .status import collect_status
+
+    rows = console.model_rows(asyncio.run(collect_status(load_config(args.config), timeout=args.timeout)))
+    print(json.dumps(rows, indent=2) if args.json else console.table(rows, ["backend", "model", "roles", "offered_by", "loaded"]))
+    return 0
 
 
 def _runs(args: argparse.Namespace) -> int:

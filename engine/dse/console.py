@@ -10,6 +10,7 @@ from typing import IO, Any
 import networkx as nx
 
 from .routing.selector import Ranked
+from .status import BackendReport
 from .workflow import Plan, RunResult, StepResult, Workflow
 from .workflow.journal import RunJournal, RunRecord
 
@@ -243,3 +244,81 @@ def graph_text(workflow: Workflow, graph: nx.DiGraph, form: str) -> str:
     lines += [f'  {n}["{label(n)}"]' for n in graph.nodes]
     lines += [f"  {a} --> {b}" for a, b in graph.edges]
     return "\n".join(lines)
+
+
+_START_HINTS = {
+    "ollama": "start it with `ollama serve`",
+    "lmstudio": "start the local server in LM Studio (Developer tab)",
+    "llamacpp": "start `llama-server -m MODEL.gguf`, or give the backend a `managed:` block",
+    "vllm": "start `vllm serve MODEL`",
+    "tabbyapi": "start TabbyAPI (`./start.sh`)",
+    "foundry": "start Foundry Local (`foundry service start`)",
+}
+
+
+def status_data(reports: list[BackendReport]) -> list[dict[str, Any]]:
+    return [{**asdict(r), "ok": r.ok} for r in reports]
+
+
+def status_text(reports: list[BackendReport]) -> str:
+    """One screen: a line per backend, a line per endpoint, the reason wherever something is wrong."""
+    lines = []
+    for r in reports:
+        mark = "ok" if r.ok else "!!"
+        usage = f"  ({'; '.join(r.usage)})" if r.usage else ""
+        lines.append(f"[{mark}] {r.name} ({r.type}){usage}")
+        if r.unavailable:
+            lines.append(f"     unavailable: {r.unavailable}")
+        if r.managed is not None:
+            m = r.managed
+            lines.append(f"     managed: {m['replicas']} x {m['model']}, {m['state']}")
+            lines.append(f"     {'problem: ' + m['error'] if 'error' in m else 'llama-server: ' + m.get('binary', '?')}")
+        for e in r.endpoints:
+            h = e.health
+            if h is None:
+                lines.append(f"     {e.url}: not probed" + (" (backend unavailable)" if r.unavailable else ""))
+                continue
+            if not h.reachable and r.type in _START_HINTS:
+                lines.append(f"     {e.url}: unreachable - {h.detail} (hint: {_START_HINTS[r.type]})")
+                continue
+            state = "ready" if h.ready else ("loading" if h.loading else ("reachable, not ready" if h.reachable else "unreachable"))
+            latency = f" {h.latency * 1000:.0f} ms" if h.latency is not None else ""
+            roles = f" [{', '.join(e.roles)}]" if e.roles else ""
+            lines.append(f"     {e.url}{roles}: {state}{latency}" + (f" - {h.detail}" if h.detail else ""))
+            if e.models:
+                names = [m.name + (" (loaded)" if m.loaded else "") for m in e.models]
+                lines.append(f"       models: {', '.join(names[:12])}" + (f" ... +{len(names) - 12}" if len(names) > 12 else ""))
+                missing = sorted(set(r.configured_models.values()) - {m.name for m in e.models})
+                if missing and r.type == "ollama":
+                    lines.append(f"       not pulled: {', '.join(missing)} (ollama pull {missing[0]})")
+            elif e.models_error:
+                lines.append(f"       models: {e.models_error}")
+    return "\n".join(lines)
+
+
+def model_rows(reports: list[BackendReport]) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in reports:
+        for role, model in r.configured_models.items():
+            row = rows.setdefault((r.name, model), {"backend": r.name, "model": model, "roles": [], "offered_by": [], "loaded": None})
+            row["roles"].append(role)
+        for e in r.endpoints:
+            for m in e.models:
+                row = rows.setdefault((r.name, m.name), {"backend": r.name, "model": m.name, "roles": [], "offered_by": [], "loaded": None})
+                row["offered_by"].append(e.url)
+                if m.loaded is not None:
+                    row["loaded"] = bool(row["loaded"]) or m.loaded
+    return list(rows.values())
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(map(str, value)) or "-"
+        return "-" if value is None else str(value)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(columns, *body)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(line.rstrip() for line in lines)
