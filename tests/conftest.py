@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stubs import StubServer
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    """A scriptable HTTP server on a real loopback socket; see tests/stubs.py."""
+    with StubServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,15 +8,18 @@ is recorded so a test can count what the server actually received (one call, one
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class StubServer:
         self._closing = threading.Event()
         self.requests: list[Received] = []
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stub-server", daemon=True)
+        serve = self._server.serve_forever
+        self._thread = threading.Thread(target=serve, args=(0.02,), name="stub-server", daemon=True)
 
     @property
     def url(self) -> str:
@@ -171,18 +175,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for index, chunk in enumerate(reply.stream):
-            if reply.cut_after is not None and index >= reply.cut_after:
-                break
+        chunks = reply.stream if reply.cut_after is None else reply.stream[: reply.cut_after]
+        for chunk in chunks:
             if reply.chunk_delay and self.server.stub._closing.wait(reply.chunk_delay):
-                break
+                self._drop()
+                return
             self.wfile.write(f"{len(chunk):X}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
+        if reply.cut_after is None:
+            self.wfile.write(b"0\r\n\r\n")
         else:
-            if reply.cut_after is None:
-                self.wfile.write(b"0\r\n\r\n")
-                return
-        self._drop()
+            self._drop()
 
     def _drop(self) -> None:
         """Close mid-body: the client sees an incomplete chunked response, as after a crash."""
@@ -201,11 +204,41 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+A = TypeVar("A", bound=_Closable)
+
+
+def call(adapter: A, action: Callable[[A], Awaitable[T]]) -> T:
+    """Run one adapter action in a fresh event loop and close the adapter's clients in that same loop."""
+
+    async def main() -> T:
+        try:
+            return await action(adapter)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(main())
+
+
+async def drain(chunks: AsyncIterator[T], into: list[T] | None = None) -> list[T]:
+    """Every item of a stream; `into` keeps what arrived even when the stream then raises."""
+    got = [] if into is None else into
+    async for chunk in chunks:
+        got.append(chunk)
+    return got
+
+
 # ---- Reply builders: what each protocol's servers send ----------------------------------
 
 
 def sse(*events: Any, cut_after: int | None = None, chunk_delay: float = 0.0) -> Reply:
-    """Server-sent events, one chunk each: a dict is a `data:` line, a (name, dict) pair adds `event:`, a str is raw data."""
+    """Server-sent events, one chunk each.
+
+    A dict is sent as a `data:` line, a (name, dict) pair adds an `event:` line, a str is raw data.
+    """
 
     def encode(event: Any) -> bytes:
         name, data = event if isinstance(event, tuple) else (None, event)
@@ -230,7 +263,9 @@ def ndjson(*objects: Any, cut_after: int | None = None, chunk_delay: float = 0.0
     )
 
 
-def openai_chat(text: str = "Hello!", *, model: str = "stub-model", usage: tuple[int, int] = (5, 2), finish: str = "stop") -> Reply:
+def openai_chat(
+    text: str = "Hello!", *, model: str = "stub-model", usage: tuple[int, int] = (5, 2), finish: str = "stop"
+) -> Reply:
     return Reply(
         json={
             "id": "chatcmpl-stub",
@@ -269,23 +304,18 @@ def openai_stream(
     if finish is not None:
         events.append(chunk({}, finish))
     if usage is not None:
-        events.append(
-            {
-                "id": "chatcmpl-stub",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [],
-                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
-            }
-        )
+        counts = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+        events.append({**chunk({}), "choices": [], "usage": counts})
     if done:
         events.append("[DONE]")
     return sse(*events, cut_after=cut_after, chunk_delay=chunk_delay)
 
 
-def openai_error(status: int, message: str, *, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None) -> Reply:
-    return Reply(status=status, json={"error": {"message": message, "type": kind, "code": None}}, headers=dict(headers or {}))
+def openai_error(
+    status: int, message: str, *, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None
+) -> Reply:
+    body = {"error": {"message": message, "type": kind, "code": None}}
+    return Reply(status=status, json=body, headers=dict(headers or {}))
 
 
 def anthropic_message(
@@ -328,7 +358,10 @@ def anthropic_stream(
     }
     events: list[Any] = [
         ("message_start", {"type": "message_start", "message": message}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         ("ping", {"type": "ping"}),
     ]
     events += [
@@ -340,14 +373,20 @@ def anthropic_stream(
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             (
                 "message_delta",
-                {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": usage[1]}},
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": usage[1]},
+                },
             ),
             ("message_stop", {"type": "message_stop"}),
         ]
     return sse(*events, cut_after=cut_after, chunk_delay=chunk_delay)
 
 
-def anthropic_error(status: int, message: str, *, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None) -> Reply:
+def anthropic_error(
+    status: int, message: str, *, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None
+) -> Reply:
     return Reply(
         status=status,
         json={"type": "error", "error": {"type": kind, "message": message}},
@@ -355,7 +394,9 @@ def anthropic_error(status: int, message: str, *, kind: str = "invalid_request_e
     )
 
 
-def ollama_chat(text: str = "Hello!", *, model: str = "llama3", usage: tuple[int, int] = (9, 2), done_reason: str = "stop") -> Reply:
+def ollama_chat(
+    text: str = "Hello!", *, model: str = "llama3", usage: tuple[int, int] = (9, 2), done_reason: str = "stop"
+) -> Reply:
     return Reply(
         json={
             "model": model,
@@ -380,15 +421,12 @@ def ollama_stream(
     chunk_delay: float = 0.0,
 ) -> Reply:
     """`/api/chat` streaming: one line per piece, then the `done: true` line with the counts."""
-    lines: list[Any] = [
-        {"model": model, "created_at": "2024-01-01T00:00:00Z", "message": {"role": "assistant", "content": p}, "done": False}
-        for p in pieces
-    ]
+    stamp = {"model": model, "created_at": "2024-01-01T00:00:00Z"}
+    lines: list[Any] = [{**stamp, "message": {"role": "assistant", "content": p}, "done": False} for p in pieces]
     if done:
         lines.append(
             {
-                "model": model,
-                "created_at": "2024-01-01T00:00:00Z",
+                **stamp,
                 "message": {"role": "assistant", "content": ""},
                 "done": True,
                 "done_reason": done_reason,

@@ -65,11 +65,16 @@ class Attempt:
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """A piece of a streamed answer; the last chunk has `finish_reason` and, where the server tells, `usage`."""
+    """A piece of a streamed answer; the last chunk has `finish_reason` and, where the server tells, `usage`.
+
+    `elapsed` is seconds since the request was sent, so whoever consumes the stream gets the
+    time to first token and the latency without timing it a second time.
+    """
 
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    elapsed: float = 0.0
 
 
 @dataclass(frozen=True)

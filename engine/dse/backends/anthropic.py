@@ -1,0 +1,180 @@
+"""The Anthropic Messages protocol, spoken through the official `anthropic` async SDK.
+
+Anthropic differs from OpenAI in ways the engine must not see: system prompts travel in their
+own parameter, `max_tokens` is required, the answer is a list of content blocks, and a busy
+server says 529 (overloaded), which is handled like a 429. `temperature` is not sent: the API
+version this SDK speaks rejects every sampling parameter, even at its default, and the SDK no
+longer has them. llama.cpp serves this protocol too, on the same `/v1/messages` path. SDK
+retries are off: the router owns retries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..config.model import BackendConfig
+from ..errors import BadRequest
+from ._errors import ErrorContext
+from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, probe_sdk, server_root
+from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from anthropic.types import MessageDeltaUsage
+    from anthropic.types import Usage as MessageUsage
+
+# The API refuses a request without `max_tokens`; this is the cap when a step sets none.
+DEFAULT_MAX_TOKENS = 1024
+
+
+class AnthropicBackend:
+    """Chat and streaming over `/v1/messages`; Anthropic has no embeddings, so `embed` says where to go instead."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._clients: dict[str, AsyncAnthropic] = {}
+
+    def _client(self, endpoint: str) -> AsyncAnthropic:
+        client = self._clients.get(endpoint)
+        if client is None:
+            from anthropic import AsyncAnthropic
+
+            client = AsyncAnthropic(
+                base_url=server_root(endpoint),
+                api_key=self.config.api_key.reveal() if self.config.api_key else "not-needed",
+                max_retries=0,
+                timeout=self.config.timeout or DEFAULT_TIMEOUT,
+                default_headers=dict(self.config.headers) or None,
+            )
+            self._clients[endpoint] = client
+        return client
+
+    def _context(self, endpoint: str, model: str | None = None) -> ErrorContext:
+        hint = f"check the model id {model!r}" if model else f"check the URL {endpoint}"
+        return ErrorContext.of(self.config, endpoint, hint)
+
+    @staticmethod
+    def _message_args(request: ChatRequest) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        }
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        if system:
+            args["system"] = system
+        if request.stop:
+            args["stop_sequences"] = list(request.stop)
+        if request.timeout is not None:
+            args["timeout"] = request.timeout
+        return args
+
+    async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
+        import anthropic
+
+        context = self._context(endpoint, request.model)
+        started = time.perf_counter()
+        try:
+            message = await self._client(endpoint).messages.create(**self._message_args(request))
+        except anthropic.APIError as exc:
+            raise context.from_sdk(exc, anthropic) from None
+        return ChatResponse(
+            text="".join(block.text for block in message.content if block.type == "text"),
+            model=message.model or request.model,
+            backend=self.name,
+            endpoint=endpoint,
+            usage=Usage(_prompt_tokens(message.usage), message.usage.output_tokens),
+            latency=time.perf_counter() - started,
+            finish_reason=message.stop_reason,
+        )
+
+    async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
+        """Text deltas, then a closing chunk; only `message_stop` proves the answer is complete.
+
+        Input tokens arrive in `message_start`, output tokens in `message_delta`. The SDK lets
+        a dropped connection surface as its transport's own exception, caught here as well.
+        """
+        import anthropic
+        import httpx2
+
+        context = self._context(endpoint, request.model)
+        started = time.perf_counter()
+        received = 0
+        prompt_tokens = completion_tokens = 0
+        finish: str | None = None
+        complete = False
+        try:
+            events = await self._client(endpoint).messages.create(**self._message_args(request), stream=True)
+            async with events:
+                async for event in events:
+                    received += 1
+                    if event.type == "message_start":
+                        prompt_tokens = _prompt_tokens(event.message.usage)
+                        completion_tokens = event.message.usage.output_tokens
+                    elif event.type == "content_block_delta" and event.delta.type == "text_delta" and event.delta.text:
+                        yield StreamChunk(event.delta.text, elapsed=time.perf_counter() - started)
+                    elif event.type == "message_delta":
+                        finish = event.delta.stop_reason or finish
+                        completion_tokens = event.usage.output_tokens
+                        prompt_tokens = _prompt_tokens(event.usage) or prompt_tokens
+                    elif event.type == "message_stop":
+                        complete = True
+        except anthropic.APIError as exc:
+            raise context.from_sdk(exc, anthropic, received=received) from None
+        except httpx2.HTTPError as exc:
+            timed_out = isinstance(exc, httpx2.TimeoutException)
+            raise context.transport(exc, timed_out=timed_out, received=received) from None
+        if not complete:
+            raise context.cut_off(received)
+        usage = Usage(prompt_tokens, completion_tokens)
+        yield StreamChunk("", finish_reason=finish, usage=usage, elapsed=time.perf_counter() - started)
+
+    async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
+        raise BadRequest(
+            "Anthropic offers no embedding models; use openai or ollama for embeddings",
+            backend=self.name,
+            endpoint=endpoint,
+        )
+
+    async def health(self, endpoint: str) -> Health:
+        """A GET on `/v1/models`: cheap, served by Anthropic and llama.cpp alike, and 401 exposes a bad key."""
+        import anthropic
+
+        models = self._client(endpoint).models.list(limit=1, timeout=HEALTH_TIMEOUT)
+        return await probe_sdk(endpoint, models, anthropic, key_env=self.config.api_key_env)
+
+    async def list_models(self, endpoint: str) -> list[ModelEntry]:
+        import anthropic
+
+        try:
+            return [
+                ModelEntry(name=model.id, context_window=model.max_input_tokens)
+                async for model in self._client(endpoint).models.list()
+            ]
+        except anthropic.APIError as exc:
+            raise self._context(endpoint).from_sdk(exc, anthropic) from None
+
+    async def context_limit(self, model: str, endpoint: str) -> int | None:
+        """The Models API's `max_input_tokens`; None where the server has no such page (llama.cpp) or omits it."""
+        import anthropic
+
+        try:
+            info = await self._client(endpoint).models.retrieve(model)
+        except anthropic.NotFoundError:
+            return None
+        except anthropic.APIError as exc:
+            raise self._context(endpoint, model).from_sdk(exc, anthropic) from None
+        return info.max_input_tokens
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+def _prompt_tokens(usage: MessageUsage | MessageDeltaUsage) -> int:
+    """`input_tokens` leaves out the cached part of the prompt; the engine counts the whole prompt."""
+    return (usage.input_tokens or 0) + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)

@@ -1,0 +1,220 @@
+"""Ollama's native API over `httpx`: `/api/chat`, `/api/embed`, and what the server knows about its models.
+
+The native API rather than Ollama's OpenAI shim, because only it tells which models are loaded
+and how much VRAM they hold (`/api/ps`), and the context window a model really runs with
+(`/api/show`). Streams are newline-delimited JSON ending in a `done: true` line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from ..config.model import BackendConfig
+from ._errors import ErrorContext
+from ._http import DEFAULT_TIMEOUT, probe, response_body, server_root
+from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
+
+
+class OllamaBackend:
+    """Every endpoint of one Ollama backend, through one `httpx` client."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            key = self.config.api_key
+            self._http = httpx.AsyncClient(
+                headers={**self.config.headers, **({"Authorization": f"Bearer {key.reveal()}"} if key else {})},
+            )
+        return self._http
+
+    def _timeout(self, request_timeout: float | None = None) -> float:
+        """A step's own timeout, else the backend's: a first call may wait for Ollama to load the model."""
+        return request_timeout or self.config.timeout or DEFAULT_TIMEOUT
+
+    def _context(self, endpoint: str, model: str | None = None) -> ErrorContext:
+        hint = f"ollama pull {model}" if model else f"check the URL {endpoint}"
+        return ErrorContext.of(self.config, endpoint, hint)
+
+    async def _call(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        context: ErrorContext,
+        payload: object = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One request whose whole answer is JSON; every failure comes back as a `BackendError`."""
+        url = f"{server_root(endpoint)}{path}"
+        try:
+            response = await self._client.request(method, url, json=payload, timeout=self._timeout(timeout))
+        except httpx.HTTPError as exc:
+            raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException)) from None
+        if response.status_code >= 400:
+            raise context.from_status(response.status_code, response_body(response), response.headers)
+        try:
+            return response.json()
+        except ValueError:
+            raise context.malformed(f"{path} answered with something that is not JSON") from None
+
+    @staticmethod
+    def _chat_payload(request: ChatRequest, stream: bool) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            options["num_predict"] = request.max_tokens
+        if request.stop:
+            options["stop"] = list(request.stop)
+        payload: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": stream,
+        }
+        if options:
+            payload["options"] = options
+        return payload
+
+    async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
+        context = self._context(endpoint, request.model)
+        started = time.perf_counter()
+        payload = self._chat_payload(request, stream=False)
+        answer = await self._call("POST", endpoint, "/api/chat", context, payload, request.timeout)
+        if not isinstance(answer, dict) or not isinstance(answer.get("message"), dict):
+            raise context.malformed("/api/chat answered without a message")
+        return ChatResponse(
+            text=str(answer["message"].get("content") or ""),
+            model=str(answer.get("model") or request.model),
+            backend=self.name,
+            endpoint=endpoint,
+            usage=_usage(answer),
+            latency=time.perf_counter() - started,
+            finish_reason=answer.get("done_reason"),
+        )
+
+    async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
+        """One chunk per line with text, then a closing chunk from the `done: true` line; no such line, no answer."""
+        context = self._context(endpoint, request.model)
+        started = time.perf_counter()
+        url = f"{server_root(endpoint)}/api/chat"
+        received = 0
+        last: dict[str, Any] | None = None
+        try:
+            payload = self._chat_payload(request, stream=True)
+            timeout = self._timeout(request.timeout)
+            async with self._client.stream("POST", url, json=payload, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise context.from_status(response.status_code, response_body(response), response.headers)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    received += 1
+                    event = _parse_line(line, context)
+                    text = (event.get("message") or {}).get("content")
+                    if text:
+                        yield StreamChunk(str(text), elapsed=time.perf_counter() - started)
+                    if event.get("done"):
+                        last = event
+                        break
+        except httpx.HTTPError as exc:
+            raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException), received=received) from None
+        if last is None:
+            raise context.cut_off(received)
+        finish = last.get("done_reason") or "stop"
+        yield StreamChunk("", finish_reason=finish, usage=_usage(last), elapsed=time.perf_counter() - started)
+
+    async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
+        context = self._context(endpoint, model)
+        started = time.perf_counter()
+        answer = await self._call("POST", endpoint, "/api/embed", context, {"model": model, "input": list(texts)})
+        vectors = answer.get("embeddings") if isinstance(answer, dict) else None
+        if not isinstance(vectors, list) or len(vectors) != len(texts):
+            raise context.malformed(f"/api/embed answered with no vector for each of the {len(texts)} texts")
+        return EmbedResponse(
+            vectors=tuple(tuple(float(x) for x in vector) for vector in vectors),
+            model=str(answer.get("model") or model),
+            backend=self.name,
+            endpoint=endpoint,
+            usage=Usage(prompt_tokens=int(answer.get("prompt_eval_count") or 0)),
+            latency=time.perf_counter() - started,
+        )
+
+    async def health(self, endpoint: str) -> Health:
+        url = f"{server_root(endpoint)}/api/version"
+        return await probe(self._client, endpoint, url, key_env=self.config.api_key_env)
+
+    async def list_models(self, endpoint: str) -> list[ModelEntry]:
+        """Installed models (`/api/tags`), marked loaded with their VRAM and context where `/api/ps` lists them."""
+        context = self._context(endpoint)
+        tags = await self._call("GET", endpoint, "/api/tags", context)
+        running = await self._call("GET", endpoint, "/api/ps", context)
+        loaded = {str(m.get("name") or m.get("model")): m for m in _models(running)}
+        entries = []
+        for model in _models(tags):
+            name = str(model.get("name") or model.get("model"))
+            live = loaded.pop(name, None)
+            entries.append(_entry(name, model, live))
+        entries += [_entry(name, live, live) for name, live in loaded.items()]
+        return entries
+
+    async def context_limit(self, model: str, endpoint: str) -> int | None:
+        """`num_ctx` where the model's parameters set it (Ollama truncates prompts to it), else `*.context_length`."""
+        context = self._context(endpoint, model)
+        shown = await self._call("POST", endpoint, "/api/show", context, {"model": model})
+        if not isinstance(shown, dict):
+            return None
+        for line in str(shown.get("parameters") or "").splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key == "num_ctx" and value.strip().isdigit():
+                return int(value.strip())
+        info = shown.get("model_info") or {}
+        lengths = [v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)]
+        return lengths[0] if lengths else None
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+def _parse_line(line: str, context: ErrorContext) -> dict[str, Any]:
+    """One NDJSON event; an `error` line mid-stream is the server giving up, raised as such."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise context.malformed(f"a stream line that is not JSON: {line[:80]!r}") from None
+    if not isinstance(event, dict):
+        raise context.malformed(f"a stream line that is not an object: {line[:80]!r}")
+    if event.get("error"):
+        raise context.from_status(None, event)
+    return event
+
+
+def _usage(answer: Mapping[str, Any]) -> Usage:
+    return Usage(int(answer.get("prompt_eval_count") or 0), int(answer.get("eval_count") or 0))
+
+
+def _models(listing: object) -> list[dict[str, Any]]:
+    models = listing.get("models") if isinstance(listing, dict) else None
+    return [m for m in models or [] if isinstance(m, dict)]
+
+
+def _entry(name: str, model: Mapping[str, Any], live: Mapping[str, Any] | None) -> ModelEntry:
+    return ModelEntry(
+        name=name,
+        loaded=live is not None,
+        size_bytes=model.get("size"),
+        vram_bytes=live.get("size_vram") if live else None,
+        context_window=live.get("context_length") if live else None,
+    )
