@@ -207,7 +207,7 @@ def show_text(record: RunRecord) -> str:
         f"config: {meta.get('config')}",
         f"inputs: {json.dumps(meta.get('inputs'), default=str)}",
     ]
-    for step_id, step in record.steps.items():
+    for step in record.steps.values():
         lines.append("")
         lines.append(step_line(StepResult.from_record(step)))
         if step.get("prompt"):
