@@ -1,0 +1,141 @@
+"""Whole runs over real sockets: every backend type by config alone, failover, resume after SIGKILL, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+from stubs import Reply, StubServer, anthropic_message, ollama_chat, openai_chat, openai_error
+
+from dse.cli import main
+from dse.runner import prepare, run_workflow
+
+WORKFLOW = "name: one\nsteps:\n  - id: ask\n    tool: asker\noutputs: {answer: '{{ steps.ask.output }}'}\n"
+TOOLS = "tools:\n  asker: {llm: {model_key: generator}, prompt: 'Say hi.'}\n"
+
+# type -> (extra block keys, chat path on the server, reply)
+PROTOCOLS = {
+    "openai": ("", "/v1/chat/completions", openai_chat("hi from openai")),
+    "lmstudio": ("", "/v1/chat/completions", openai_chat("hi from lmstudio")),
+    "vllm": ("", "/v1/chat/completions", openai_chat("hi from vllm")),
+    "llamacpp": ("", "/v1/chat/completions", openai_chat("hi from llamacpp")),
+    "tabbyapi": ("", "/v1/chat/completions", openai_chat("hi from tabbyapi")),
+    "foundry": ("", "/v1/chat/completions", openai_chat("hi from foundry")),
+    "openrouter": ("    headers: {X-Title: dse}\n", "/v1/chat/completions", openai_chat("hi from openrouter")),
+    "azure": ("    api_version: '2024-08-01-preview'\n    deployments: {generator: {deployment: dep-1, model: gpt-4o}}\n",
+              "/openai/deployments/dep-1/chat/completions", openai_chat("hi from azure")),
+    "anthropic": ("", "/v1/messages", anthropic_message("hi from anthropic")),
+    "ollama": ("", "/api/chat", ollama_chat("hi from ollama")),
+}
+
+
+def config_for(kind: str, url: str) -> str:
+    extra, _, _ = PROTOCOLS[kind]
+    where = f"    endpoint: {url}\n" if kind == "azure" else f"    base_url: {url}{'/v1' if kind not in ('ollama', 'anthropic', 'llamacpp') else ''}\n"
+    return (
+        f"llm:\n  backend: target\n  target:\n    type: {kind}\n    api_key: sk-stub-secret\n{where}{extra}"
+        f"    models: {{generator: model-{kind}}}\n{TOOLS}"
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(PROTOCOLS))
+def test_one_step_reaches_every_backend_type_by_config_alone(kind: str, stub: StubServer, write, tmp_path: Path) -> None:
+    _, path, reply = PROTOCOLS[kind]
+    stub.route("POST", path, reply)
+    config = write("config.yaml", config_for(kind, stub.url))
+    prepared = prepare(write("wf.yaml", WORKFLOW), config)
+    result, calls = asyncio.run(run_workflow(prepared, state_dir=tmp_path / ".dse"))
+    assert result.status == "done", result.steps["ask"].error
+    assert result.outputs["answer"] == f"hi from {kind}"
+    (request,) = stub.calls("POST", path)
+    body = request.json
+    assert body["model"] == ("dep-1" if kind == "azure" else f"model-{kind}")
+    assert "Say hi." in json.dumps(body["messages"])
+    assert sum(calls["target"].values()) == 1
+    journal = next((tmp_path / ".dse" / "runs").iterdir()) / "events.jsonl"
+    assert "sk-stub-secret" not in journal.read_text(), "secrets never reach the journal"
+
+
+def test_failover_to_the_fallback_backend_is_recorded(write, tmp_path: Path) -> None:
+    with StubServer() as primary, StubServer() as fallback:
+        primary.route("POST", "/v1/chat/completions", openai_error(503, "overloaded"))
+        fallback.route("POST", "/v1/chat/completions", openai_chat("from the fallback"))
+        config = write(
+            "config.yaml",
+            "llm:\n  backend: main\n  fallback_backends: [spare]\n  retry: {attempts: 2, backoff: 0}\n"
+            f"  main: {{type: vllm, base_url: '{primary.url}/v1', models: {{generator: big}}}}\n"
+            f"  spare: {{type: vllm, base_url: '{fallback.url}/v1', models: {{generator: small}}}}\n" + TOOLS,
+        )
+        prepared = prepare(write("wf.yaml", WORKFLOW), config)
+        result, _ = asyncio.run(run_workflow(prepared, state_dir=tmp_path / ".dse"))
+        step = result.steps["ask"]
+        assert result.outputs["answer"] == "from the fallback" and step.backend == "spare" and step.model == "stub-model"
+        assert len(primary.requests) == 2 and len(fallback.requests) == 1, "two tries on the primary, one on the fallback"
+        assert [t["error_kind"] for t in step.tries] == ["BackendUnavailable", "BackendUnavailable"]
+
+
+def test_a_run_killed_mid_way_resumes_with_exactly_the_unfinished_work(stub: StubServer, write, tmp_path: Path) -> None:
+    stub.route("POST", "/v1/chat/completions", openai_chat("fine"))
+    marker = tmp_path / "gate-started"
+    gate = f"import os,time,pathlib; p=pathlib.Path({str(marker)!r}); first=not p.exists(); p.touch(); time.sleep(60 if first else 0)"
+    config = write("config.yaml", f"llm:\n  backend: s\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n")
+    workflow = write(
+        "wf.yaml",
+        "name: resumable\nsteps:\n  - id: a\n    prompt: first\n  - id: b\n    prompt: 'second {{ steps.a.output }}'\n"
+        f"  - id: gate\n    needs: [b]\n    run: {json.dumps([sys.executable, '-c', gate])}\n"
+        "  - id: c\n    prompt: 'third {{ steps.gate.status }}'\n  - id: side\n    prompt: side\n"
+        "outputs: {c: '{{ steps.c.output }}'}\n",
+    )
+    command = [sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(marker.exists, timeout=60), "the gate step started"
+        time.sleep(0.3)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = [r.json["messages"][-1]["content"] for r in stub.requests]
+    assert sorted(before) == ["first", "second fine", "side"]
+    (run_dir,) = (tmp_path / ".dse" / "runs").iterdir()
+
+    resumed = subprocess.run([sys.executable, "-m", "dse", "run", "--resume", run_dir.name, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    after = [r.json["messages"][-1]["content"] for r in stub.requests][len(before):]
+    assert after == ["third done"], "only the unfinished model call is made again"
+    document = json.loads(resumed.stdout)
+    reused = {s["id"] for s in document["steps"] if s["reused"]}
+    assert reused == {"a", "b", "side"} and document["outputs"] == {"c": "fine"}
+    shown = subprocess.run([sys.executable, "-m", "dse", "show", run_dir.name, "--json"], cwd=tmp_path, capture_output=True, text=True)
+    assert json.loads(shown.stdout)["status"] == "done"
+
+
+def test_status_explains_each_endpoint(stub: StubServer, write, capsys) -> None:
+    stub.route("GET", "/api/version", Reply(json={"version": "0.5.0"}))
+    stub.route("GET", "/api/tags", Reply(json={"models": [{"name": "llama3:latest", "model": "llama3:latest", "size": 1}, {"name": "tinyllama", "model": "tinyllama", "size": 1}]}))
+    stub.route("GET", "/api/ps", Reply(json={"models": [{"name": "tinyllama", "model": "tinyllama", "size": 10, "size_vram": 10}]}))
+    config = write(
+        "config.yaml",
+        f"llm:\n  backend: box\n  box: {{type: ollama, base_url: '{stub.url}', models: {{triage: tinyllama, generator: 'qwen2.5-coder:14b'}}}}\n"
+        "  anthropic: {api_key: '${NO_SUCH_KEY_SET}'}\n",
+    )
+    code = main(["status", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "[ok] box (ollama)  (default)" in out
+    assert f"{stub.url}" in out and ": ready" in out
+    assert "tinyllama (loaded)" in out
+    assert "not pulled: qwen2.5-coder:14b (ollama pull qwen2.5-coder:14b)" in out
+    assert "[!!] anthropic (anthropic)" in out and "NO_SUCH_KEY_SET is not set" in out
+    main(["status", "--config", str(config), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert {d["name"]: d["ok"] for d in data} == {"box": True, "anthropic": False}
