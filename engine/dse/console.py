@@ -28,7 +28,9 @@ def step_line(result: StepResult) -> str:
         if result.kind == "llm":
             parts.append(f"tokens {result.prompt_tokens}+{result.completion_tokens}")
         parts.append(f"{result.seconds:.2f}s")
-        if result.attempts > 1:
+        if result.calls > 1:
+            parts.append(f"calls {result.calls}")
+        if result.attempts > max(result.calls, 1):
             parts.append(f"attempts {result.attempts}")
     if result.reused:
         parts.append("(reused from the resumed run)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,20 @@ def test_fan_out_spreads_over_both_replicas(write, tmp_path: Path) -> None:
     assert len(served) == 2 and all(n >= 1 for n in served.values()) and sum(served.values()) == 6
     step = document["steps"][0]
     assert len(step["output"]) == 6 and all(isinstance(o, str) and o for o in step["output"])
+
+
+def test_explain_workflow_branches_fans_out_and_tolerates_a_failing_check(git_repo: Path, tmp_path: Path) -> None:
+    (git_repo / "calc.py").write_text((git_repo / "calc.py").read_text() + "x = 1   \n")
+    (git_repo / "util.py").write_text("def helper():\n    return 42\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    subprocess.run(["git", "add", "."], cwd=git_repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "trailing space"], cwd=git_repo, check=True, env=env)
+    workflow = str(Path(__file__).resolve().parents[2] / "workflows" / "explain.yaml")
+    result = run_dse("run", workflow, "--config", str(CONFIG), "--input", f"target={git_repo}", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    steps = {s["id"]: s for s in document["steps"]}
+    assert steps["whitespace"]["status"] == "failed", "git diff --check finds the trailing space"
+    assert steps["summary"]["status"] == "done", "continue_on_error lets the run go on"
+    assert len(steps["explain"]["output"]) == 2 and steps["explain"]["calls"] == 2
+    assert document["status"] == "done" and document["outputs"]["summary"]

@@ -402,7 +402,7 @@ def _step(**keys: Any) -> dict[str, Any]:
 BAD_WORKFLOWS = {
     "run-as-string": _step(run="git diff --stat"),
     "run-empty": _step(run=[]),
-    "run-item-not-string": _step(run=["sleep", 1]),
+    "run-item-a-mapping": _step(run=["sleep", {"seconds": 1}]),
     "step-id-with-spaces": {"name": "w", "steps": [{"id": "my step", "prompt": "hi"}]},
     "step-id-starting-with-digit": {"name": "w", "steps": [{"id": "1st", "prompt": "hi"}]},
     "step-without-id": {"name": "w", "steps": [{"prompt": "hi"}]},

@@ -77,6 +77,7 @@ class StepResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    calls: int = 0
     attempts: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
     started_at: float | None = None
@@ -149,7 +150,7 @@ class Executor:
         finally:
             for task in tasks:
                 task.cancel()
-        failed = any(r.status == FAILED for r in self.results.values())
+        failed = any(self._blocks(step_id) for step_id in self.results)
         outputs = {} if failed else self._outputs()
         status = FAILED if failed else DONE
         self._journal("run_finished", status=status, outputs=outputs)
@@ -294,7 +295,8 @@ class Executor:
         attempts = int(retry.get("attempts", 1))
         backoff = float(retry.get("backoff", 2.0))
         for attempt in range(1, attempts + 1):
-            result.attempts = attempt
+            result.attempts += 1
+            result.calls += attempt == 1
             try:
                 return await work()
             except (StepCommandFailed, OSError, asyncio.TimeoutError) as exc:
@@ -347,10 +349,12 @@ class Executor:
                 if chunk.usage is not None:
                     result.prompt_tokens += chunk.usage.prompt_tokens
                     result.completion_tokens += chunk.usage.completion_tokens
+            result.calls += 1
             result.attempts += 1
             return "".join(parts).strip()
         response = await self.caller.chat(target, messages, retry=retry)
         result.endpoint, result.model, result.backend = response.endpoint, response.model, response.backend
+        result.calls += 1
         result.attempts += len(response.attempts) or 1
         result.tries += [asdict(t) for t in response.attempts if t.error]
         result.prompt_tokens += response.usage.prompt_tokens
