@@ -139,3 +139,24 @@ def test_status_explains_each_endpoint(stub: StubServer, write, capsys) -> None:
     main(["status", "--config", str(config), "--json"])
     data = json.loads(capsys.readouterr().out)
     assert {d["name"]: d["ok"] for d in data} == {"box": True, "anthropic": False}
+
+
+def test_ctrl_c_cancels_cleanly_and_the_journal_says_what_was_interrupted(stub: StubServer, write, tmp_path: Path) -> None:
+    stub.route("POST", "/v1/chat/completions", openai_chat("fine"))
+    config = write("config.yaml", f"llm:\n  backend: s\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n")
+    marker = tmp_path / "started"
+    sleeper = f"import pathlib,time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    workflow = write("wf.yaml", f"name: long\nsteps:\n  - id: a\n    prompt: hi\n  - id: slow\n    needs: [a]\n    run: {json.dumps([sys.executable, '-c', sleeper])}\n")
+    process = subprocess.Popen([sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(marker.exists, timeout=60)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "Traceback" not in err and "dse: interrupted" in err
+    (run_dir,) = (tmp_path / ".dse" / "runs").iterdir()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "run_interrupted" and events[-1]["running"] == ["slow"]
+    assert [e["id"] for e in events if e["event"] == "step_finished"] == ["a"]
