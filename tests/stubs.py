@@ -123,6 +123,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the client's delayed ACK
+    # would add ~40 ms to every reply and drown what benchmarks and timing tests measure.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
