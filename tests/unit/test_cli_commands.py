@@ -116,3 +116,44 @@ def test_json_errors_are_records(capsys, write) -> None:
     (record,) = json.loads(out)["errors"]
     assert (record["line"], record["column"], record["key"]) == (3, 12, "llm.ollama.base_urll")
     assert record["hint"] == "did you mean 'base_url'?"
+
+
+def test_inputs_from_flags_file_and_stdin(capsys, write, monkeypatch, tmp_path: Path) -> None:
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    workflow = write("wf.yaml", "name: echo\ninputs:\n  n: {type: integer, required: true}\n  word: {type: string, default: x}\n"
+                     "steps:\n  - id: say\n    run: [echo, '{{ inputs.word }}-{{ inputs.n + 1 }}']\noutputs: {said: '{{ steps.say.output }}'}\n")
+    code, out, err = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--input", "n=41", "--json")
+    assert code == 0 and json.loads(out)["outputs"] == {"said": "x-42"}
+    inputs = write("inputs.json", '{"n": 1, "word": "file"}')
+    code, out, _ = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--inputs", str(inputs), "--quiet")
+    assert code == 0 and out.strip() == "file-2"
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"n": 2}'))
+    code, out, _ = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--inputs", "-", "--quiet")
+    assert code == 0 and out.strip() == "x-3"
+    code, out, err = cli(capsys, "run", str(workflow), "--config", str(CONFIG))
+    assert code == 2 and "input 'n' is required" in err
+    assert len(list((tmp_path / ".dse" / "runs").iterdir())) == 3, "bad input opens no journal"
+    code, _, err = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--input", "n=many")
+    assert code == 2 and "input 'n' must be integer, got 'many'" in err
+
+
+def test_runs_and_show_read_the_journal(capsys, write, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    workflow = write("wf.yaml", "name: tiny\nsteps:\n  - id: a\n    run: [echo, hello]\n")
+    code, out, _ = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--json")
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli(capsys, "runs", "--json")
+    assert code == 0 and json.loads(out)[0]["id"] == run_id and json.loads(out)[0]["status"] == "done"
+    code, out, _ = cli(capsys, "show", run_id)
+    assert code == 0 and f"run {run_id}: tiny" in out and "output: hello" in out
+    code, _, err = cli(capsys, "show", "no-such-run")
+    assert code == 2 and "no run 'no-such-run'" in err
+
+
+def test_graph_prints_mermaid_and_dot(capsys) -> None:
+    code, out, _ = cli(capsys, "graph", REVIEW)
+    assert code == 0 and out.startswith("flowchart LR") and "triage --> review" in out
+    code, out, _ = cli(capsys, "graph", REVIEW, "--format", "dot")
+    assert code == 0 and out.startswith('digraph "review"') and '"triage" -> "review";' in out
