@@ -31,8 +31,14 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
-bench: setup
+# The peer router lives in its own virtualenv so it never shares dependencies with dse.
+$(VENV)-bench/.installed:
+	$(PYTHON) -m venv $(VENV)-bench
+	$(VENV)-bench/bin/python -m pip install --quiet litellm==1.106.2
+	touch $@
+
+bench: setup $(VENV)-bench/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .dse .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV)-bench .dse .pytest_cache .hypothesis
