@@ -9,8 +9,10 @@ from typing import IO, Any
 
 import networkx as nx
 
+from .balance.probes import ollama_name
+from .config.model import LOCAL_TYPES
 from .routing.selector import Ranked
-from .status import BackendReport
+from .status import BackendReport, BalanceReport
 from .workflow import Plan, RunResult, StepResult, Workflow
 from .workflow.journal import RunJournal, RunRecord
 
@@ -91,12 +93,15 @@ class Progress:
 
 def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
-    for backend, per_endpoint in calls.items():
-        spread = ", ".join(f"{url} x{n}" for url, n in per_endpoint.items())
-        lines.append(f"calls on {backend}: {spread}")
+    lines += calls_lines(calls)
     for name, value in result.outputs.items():
         lines.append(f"\n== {name} ==\n{value}")
     return "\n".join(lines)
+
+
+def calls_lines(calls: dict[str, dict[str, int]]) -> list[str]:
+    """How the balancer spread a run's calls: one line per backend, each endpoint with its count."""
+    return [f"calls on {backend}: " + ", ".join(f"{url} x{n}" for url, n in per_endpoint.items()) for backend, per_endpoint in calls.items()]
 
 
 def run_json(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
@@ -208,6 +213,7 @@ def show_text(record: RunRecord) -> str:
         f"run {record.id}: {meta.get('workflow_name')} ({meta.get('workflow')}) - {record.status}",
         f"config: {meta.get('config')}",
         f"inputs: {json.dumps(meta.get('inputs'), default=str)}",
+        *calls_lines(record.calls),
     ]
     for step in record.steps.values():
         lines.append("")
@@ -274,6 +280,7 @@ def status_text(reports: list[BackendReport]) -> str:
         if r.managed is not None:
             m = r.managed
             lines.append(f"     managed: {m['replicas']} x {m['model']}, {m['state']}")
+            lines.append(f"     capacity: {m['capacity']}")
             lines.append(f"     {'problem: ' + m['error'] if 'error' in m else 'llama-server: ' + m.get('binary', '?')}")
         for e in r.endpoints:
             h = e.health
@@ -290,12 +297,32 @@ def status_text(reports: list[BackendReport]) -> str:
             if e.models:
                 names = [m.name + (" (loaded)" if m.loaded else "") for m in e.models]
                 lines.append(f"       models: {', '.join(names[:12])}" + (f" ... +{len(names) - 12}" if len(names) > 12 else ""))
-                missing = sorted(set(r.configured_models.values()) - {m.name for m in e.models})
+                offered = {ollama_name(m.name) for m in e.models}
+                missing = sorted(m for m in set(r.configured_models.values()) if ollama_name(m) not in offered)
                 if missing and r.type == "ollama":
                     lines.append(f"       not pulled: {', '.join(missing)} (ollama pull {missing[0]})")
             elif e.models_error:
                 lines.append(f"       models: {e.models_error}")
+            if e.balance is not None:
+                lines += _balance_lines(e.balance, local=r.type in LOCAL_TYPES)
     return "\n".join(lines)
+
+
+def _balance_lines(b: BalanceReport, *, local: bool) -> list[str]:
+    """Capacity and load as the server reports them, the GPU reading, and whether the balancer would use it."""
+    load = [f"capacity {b.capacity} ({b.capacity_source})"]
+    if b.busy is not None:
+        load.append(f"{b.busy} busy")
+    if b.waiting:
+        load.append(f"{b.waiting} waiting")
+    if b.kv_cache_usage is not None:
+        load.append(f"KV cache {b.kv_cache_usage:.0%} used")
+    lines = [f"       load: {', '.join(load)}"]
+    if b.gpu is not None:
+        lines.append(f"       {b.gpu}")
+    elif local:
+        lines.append("       GPU: not checked (give the endpoint `gpu:` to check headroom)")
+    return [*lines, f"       balancer: {b.reason}"]
 
 
 def model_rows(reports: list[BackendReport]) -> list[dict[str, Any]]:

@@ -232,6 +232,7 @@ def _backend(
         deployment_name=raw.get("deployment_name"),
         deployments={role: AzureDeployment(**d) for role, d in (raw.get("deployments") or {}).items()},
         managed=managed,
+        balancer=dict(raw.get("balancer") or {}),
         enabled=raw.get("enabled", True),
         declared=declared,
         unavailable=reason,

@@ -101,6 +101,7 @@ class BackendConfig:
     deployment_name: str | None = None
     deployments: Mapping[str, AzureDeployment] = field(default_factory=dict)
     managed: ManagedSettings | None = None
+    balancer: Mapping[str, object] = field(default_factory=dict)
     enabled: bool = True
     declared: bool = True
     unavailable: str | None = None

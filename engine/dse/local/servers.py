@@ -1,8 +1,13 @@
-"""Managed `llama-server` processes: started on free loopback ports, stopped without fail.
+"""Managed `llama-server` processes: started on free loopback ports, kept running, stopped without fail.
 
 A server that outlives `dse` holds memory and a port until someone notices, so every process
 is tied to us three ways: an explicit `stop()` on close (terminate, then kill), an `atexit`
 hook for paths that skip it, and Linux's parent-death signal for a `dse` that is SIGKILLed.
+
+A replica that dies while `dse` runs (the OOM killer, a crash) is started again by the
+cluster's supervisor on the same port, because the router knows replicas by URL: calls in
+flight there fail and are retried elsewhere, and once the replica answers again its circuit
+breaker's half-open probe lets it back into the pool.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from .assets import BUNDLED_MODELS, find_llama_server, find_model
 
 _PR_SET_PDEATHSIG = 1
 _PORT_ATTEMPTS = 3
+# How often the supervisor looks for dead replicas, and how it backs off restarting one that keeps dying.
+_WATCH_INTERVAL = 0.2
+_MAX_RESTARTS = 5
+_RESTART_BACKOFF = 0.5
+_MAX_RESTART_BACKOFF = 10.0
 
 
 def free_port(host: str) -> int:
@@ -49,12 +59,15 @@ def _die_with_parent() -> None:
 
 @dataclass
 class ManagedServer:
-    """One running `llama-server`."""
+    """One running `llama-server`; `process` is replaced when the supervisor restarts it."""
 
     name: str
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    command: list[str]
+    restarts: int = 0
+    terminating: bool = False
 
     @property
     def pid(self) -> int:
@@ -63,11 +76,17 @@ class ManagedServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def terminate(self) -> None:
+        """Ask it to exit, once: llama-server can hang on a second SIGTERM during its own shutdown."""
+        if self.process.poll() is None and not self.terminating:
+            self.terminating = True
+            self.process.terminate()
+
     def stop(self, grace: float = 5.0) -> None:
         """Terminate, wait up to `grace` seconds, then kill: never leave it running."""
         if self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.terminate()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -79,15 +98,22 @@ class ManagedServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    def note(self, line: str) -> None:
+        """A line of our own in the replica's log, between llama-server's, so its history reads in one place."""
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"[dse {time.strftime('%H:%M:%S')}] {line}\n")
+
 
 class LocalCluster:
-    """The replicas of one managed backend: start them all, wait until each is healthy."""
+    """The replicas of one managed backend: start them all, wait until each is healthy, restart any that dies."""
 
     def __init__(self, backend: str, settings: ManagedSettings, log_dir: Path) -> None:
         self.backend = backend
         self.settings = settings
         self.log_dir = log_dir
         self.servers: list[ManagedServer] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def urls(self) -> list[str]:
@@ -99,13 +125,15 @@ class LocalCluster:
         model = find_model(self.settings.model)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
-        try:
-            self.servers = list(
-                await asyncio.gather(*(self._start_one(binary, model, i) for i in range(self.settings.replicas)))
-            )
-        except BaseException:
+        outcomes = await asyncio.gather(
+            *(self._start_one(binary, model, i) for i in range(self.settings.replicas)), return_exceptions=True
+        )
+        self.servers = [o for o in outcomes if isinstance(o, ManagedServer)]
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
             self.stop()
-            raise
+            raise failure
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"{self.backend} supervisor")
         return self.urls
 
     async def _start_one(self, binary: Path, model: Path, index: int) -> ManagedServer:
@@ -127,18 +155,7 @@ class LocalCluster:
                 "--metrics",
                 "--repeat-penalty", str(s.repeat_penalty),
             ]  # fmt: skip
-            with open(log_path, "ab") as log:
-                log.write(f"$ {' '.join(command)}\n".encode())
-                log.flush()
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            server = ManagedServer(f"{self.backend}-{index}", f"http://{s.host}:{port}", process, log_path)
+            server = ManagedServer(f"{self.backend}-{index}", f"http://{s.host}:{port}", _spawn(command, log_path), log_path, command)
             try:
                 await wait_healthy(server, s.startup_timeout)
                 return server
@@ -146,14 +163,82 @@ class LocalCluster:
                 server.stop()
                 if "address already in use" not in server.log_tail(40).lower():
                     raise
+            except BaseException:
+                server.stop()
+                raise
         raise BackendUnavailable(f"{self.backend}: no free port after {_PORT_ATTEMPTS} attempts", backend=self.backend)
 
+    async def _supervise(self) -> None:
+        """Look for dead replicas every `_WATCH_INTERVAL` seconds and revive each in its own task."""
+        reviving: dict[str, asyncio.Task[None]] = {}
+        async with asyncio.TaskGroup() as group:
+            while True:
+                for server in self.servers:
+                    task = reviving.get(server.name)
+                    if not server.alive() and server.restarts < _MAX_RESTARTS and (task is None or task.done()):
+                        reviving[server.name] = group.create_task(self._revive(server))
+                await asyncio.sleep(_WATCH_INTERVAL)
+
+    async def _revive(self, server: ManagedServer) -> None:
+        """Start a dead replica again with the same command (so the same port), backing off between tries.
+
+        Never raises: a replica that will not come back is logged and left out, and the breaker
+        keeps calls away from it; the other replicas carry on.
+        """
+        while not (self._stopping or server.alive()) and server.restarts < _MAX_RESTARTS:
+            server.restarts += 1
+            delay = min(_MAX_RESTART_BACKOFF, _RESTART_BACKOFF * 2 ** (server.restarts - 1))
+            server.note(
+                f"{server.name} exited with code {server.process.returncode}; restarting it on {server.url} "
+                f"in {delay:g}s (restart {server.restarts} of {_MAX_RESTARTS})"
+            )
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            server.process, server.terminating = _spawn(server.command, server.log_path), False
+            try:
+                await wait_healthy(server, self.settings.startup_timeout)
+            except BackendUnavailable as exc:
+                server.stop()
+                server.note(f"restart {server.restarts} failed: {exc.message}")
+                continue
+            server.note(f"{server.name} is healthy again (pid {server.pid})")
+            return
+        if not (self._stopping or server.alive()):
+            server.note(f"{server.name} stays down after {_MAX_RESTARTS} restarts; see the lines above")
+
     def stop(self) -> None:
-        """Stop every replica; safe to call twice, from `atexit`, or after a failed start."""
+        """Stop the supervisor, then every replica; safe to call twice, from `atexit`, or after a failed start."""
+        self._stopping = True
+        if self._supervisor is not None:
+            with contextlib.suppress(RuntimeError):  # from `atexit`, the supervisor's event loop is already closed
+                self._supervisor.cancel()
+            self._supervisor = None
+        for server in self.servers:
+            server.terminate()
         for server in self.servers:
             server.stop()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+
+def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `llama-server`, appending to its log.
+
+    Always from the event loop's thread, never a worker thread: Linux sends the parent-death
+    signal when the *thread* that forked the child exits, not the process.
+    """
+    with open(log_path, "ab") as log:
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
 
 async def wait_healthy(server: ManagedServer, timeout: float) -> None:

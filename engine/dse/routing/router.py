@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from ..backends import Backend, ChatRequest, ChatResponse, Message, make_backend
 from ..backends.types import Attempt, StreamChunk
-from ..balance import EndpointPool, Lease
+from ..balance import EndpointPool, Lease, pool_for
 from ..config.model import BackendConfig, Config, Endpoint, RetrySettings
 from ..errors import (
     AuthError,
@@ -75,8 +75,7 @@ class Router:
                 raise BackendUnavailable(
                     f"backend {backend!r} has no endpoint", backend=backend, hint=f"set llm.{backend}.base_url or endpoints"
                 )
-            capacity = config.managed.parallel if config.managed else 1
-            pool = EndpointPool(endpoints, default_capacity=capacity, rng=self._rng)
+            pool = pool_for(self.config, config, endpoints, rng=self._rng)
             self._pools[key] = pool
         return pool
 
@@ -212,7 +211,7 @@ class Router:
         pool = self.pool(target.backend, target.role)
         for number in range(1, policy.attempts + 1):
             try:
-                lease = pool.lease(lambda url: self.breakers[url].allows(), backend=target.backend)
+                lease = await pool.lease(lambda url: self.breakers[url].allows(), backend=target.backend, model=request.model)
             except BackendUnavailable as exc:
                 attempts.append(Attempt(target.backend, "", str(exc), type(exc).__name__))
                 raise

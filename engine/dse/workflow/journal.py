@@ -88,13 +88,17 @@ def run_directory(state_dir: Path, run_id: str) -> Path:
 
 @dataclass
 class RunRecord:
-    """A run as read back from its journal: what was asked, what each step last did, how it ended."""
+    """A run as read back from its journal: what was asked, what each step last did, how it ended.
+
+    `calls` is how many calls each endpoint served, per backend, summed over the run and its resumptions.
+    """
 
     id: str
     meta: dict[str, Any]
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str = "running"
     outputs: dict[str, Any] = field(default_factory=dict)
+    calls: dict[str, dict[str, int]] = field(default_factory=dict)
     started: float | None = None
     finished: float | None = None
     events: int = 0
@@ -128,6 +132,11 @@ def read_run(directory: Path) -> RunRecord:
             record.started = record.started or event["at"]
         elif kind == "step_finished":
             record.steps[event["id"]] = event
+        elif kind == "calls_per_endpoint":
+            for backend, served in (event.get("calls") or {}).items():
+                totals = record.calls.setdefault(backend, {})
+                for url, count in served.items():
+                    totals[url] = totals.get(url, 0) + count
         elif kind == "run_finished":
             record.status, record.outputs, record.finished = event["status"], event.get("outputs", {}), event["at"]
         elif kind == "run_interrupted":
