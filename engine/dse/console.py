@@ -41,13 +41,22 @@ def step_line(result: StepResult) -> str:
     return "  ".join(parts)
 
 
+def _waiting(plan: Plan, step_id: str) -> StepResult:
+    """A row for a step that has not started: where it will run is already known from the plan."""
+    planned = plan.steps[step_id]
+    row = StepResult(step_id, planned.step.kind)
+    if planned.resolution is not None:
+        row.backend, row.model = planned.resolution.target.backend, planned.resolution.target.model
+    return row
+
+
 class Progress:
     """Step progress on a terminal: a live table redrawn in place; plain lines when piped."""
 
     def __init__(self, plan: Plan, stream: IO[str]) -> None:
         self.stream = stream
         self.live = stream.isatty()
-        self.rows = {step_id: StepResult(step_id, plan.steps[step_id].step.kind) for step_id in plan.order}
+        self.rows = {step_id: _waiting(plan, step_id) for step_id in plan.order}
         self.tails: dict[str, str] = {}
         self.drawn = 0
         self.mid_line = False
@@ -287,13 +296,11 @@ def status_text(reports: list[BackendReport]) -> str:
             if h is None:
                 lines.append(f"     {e.url}: not probed" + (" (backend unavailable)" if r.unavailable else ""))
                 continue
-            if not h.reachable and r.type in _START_HINTS:
-                lines.append(f"     {e.url}: unreachable - {h.detail} (hint: {_START_HINTS[r.type]})")
-                continue
             state = "ready" if h.ready else ("loading" if h.loading else ("reachable, not ready" if h.reachable else "unreachable"))
             latency = f" {h.latency * 1000:.0f} ms" if h.latency is not None else ""
             roles = f" [{', '.join(e.roles)}]" if e.roles else ""
-            lines.append(f"     {e.url}{roles}: {state}{latency}" + (f" - {h.detail}" if h.detail else ""))
+            hint = f" (hint: {_START_HINTS[r.type]})" if not h.reachable and r.type in _START_HINTS else ""
+            lines.append(f"     {e.url}{roles}: {state}{latency}" + (f" - {h.detail}" if h.detail else "") + hint)
             if e.models:
                 names = [m.name + (" (loaded)" if m.loaded else "") for m in e.models]
                 lines.append(f"       models: {', '.join(names[:12])}" + (f" ... +{len(names) - 12}" if len(names) > 12 else ""))

@@ -157,3 +157,30 @@ def test_graph_prints_mermaid_and_dot(capsys) -> None:
     assert code == 0 and out.startswith("flowchart LR") and "triage --> review" in out
     code, out, _ = cli(capsys, "graph", REVIEW, "--format", "dot")
     assert code == 0 and out.startswith('digraph "review"') and '"triage" -> "review";' in out
+
+
+def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_when_piped(write) -> None:
+    import io
+
+    from dse.console import Progress
+    from dse.runner import prepare
+    from dse.workflow.executor import StepResult
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plan = prepare(REVIEW, CONFIG).plan
+    live, piped = Terminal(), io.StringIO()
+    for stream in (live, piped):
+        progress = Progress(plan, stream)
+        progress.step(StepResult("changes", "run", status="running"))
+        progress.step(StepResult("changes", "run", status="done", output="x", seconds=0.1))
+        progress.chunk("triage", "trivial")
+        progress.close()
+    frames = live.getvalue().split("\x1b[5F")
+    assert len(frames) == 3, "every event redraws the five rows in place"
+    assert "[..] changes" in frames[0] and "[ok] changes" in frames[1]
+    assert "| trivial" not in frames[2], "streamed text shows only beside a running step"
+    assert "[  ] triage         waiting   local/smollm2" in frames[0], "waiting rows already say where they will run"
+    assert piped.getvalue().splitlines() == ["[..] changes        running   run", "[ok] changes        done      run  0.10s", "trivial"]
