@@ -160,3 +160,31 @@ def test_ctrl_c_cancels_cleanly_and_the_journal_says_what_was_interrupted(stub: 
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "run_interrupted" and events[-1]["running"] == ["slow"]
     assert [e["id"] for e in events if e["event"] == "step_finished"] == ["a"]
+
+
+def test_context_limit_prefers_the_server_then_config_then_catalog(stub: StubServer, write) -> None:
+    from dse.config import load_config
+    from dse.routing import Intent, Resolver, Router
+
+    stub.route("GET", "/props", Reply(json={"default_generation_settings": {"n_ctx": 3072}, "total_slots": 1}))
+    config = load_config(
+        write("config.yaml", f"llm:\n  backend: cpp\n  cpp: {{type: llamacpp, base_url: '{stub.url}', models: {{generator: smol}}}}\n"
+              "  oa: {type: openai, api_key: k, base_url: 'http://127.0.0.1:9/v1', models: {generator: gpt-4o, small: tiny-x}, context_windows: {gpt-4o: 64000}}\n"),
+        environ={},
+    )
+    resolver = Resolver(config)
+
+    async def limits() -> list[tuple[int, str]]:
+        router = Router(config, resolver)
+        try:
+            return [
+                await router.context_limit(resolver.resolve(Intent("s", backend=b, model_key=k)).target)
+                for b, k in (("cpp", "generator"), ("oa", "generator"), ("oa", "small"))
+            ]
+        finally:
+            await router.aclose()
+
+    server, configured, estimated = asyncio.run(limits())
+    assert server == (3072, f"server {stub.url}")
+    assert configured == (64000, "llm.oa.context_windows")
+    assert estimated[1] == "estimate from the model name" and estimated[0] > 0

@@ -32,6 +32,7 @@ from ..errors import (
     RateLimited,
 )
 from .breaker import BreakerBoard
+from .catalog import lookup
 from .resolver import Resolver
 from .target import Target
 
@@ -245,6 +246,27 @@ class Router:
             return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
         backoff = min(policy.max_backoff, policy.backoff * 2 ** (number - 1))
         return backoff * (0.75 + 0.5 * self._rng.random())
+
+    async def context_limit(self, target: Target) -> tuple[int, str]:
+        """The target model's context window and where it came from.
+
+        The server's own word wins (Ollama /api/show, llama.cpp /props), then the backend's
+        `context_windows`, then the selector's overrides and built-in catalog.
+        """
+        config = self._config(target.backend)
+        if config.unavailable is None:
+            backend = self.backend(target.backend)
+            for state in self.pool(target.backend, target.role).states:
+                try:
+                    limit = await backend.context_limit(target.wire_model, state.endpoint.url)
+                except BackendError:
+                    continue
+                if limit:
+                    return limit, f"server {state.endpoint.url}"
+        if target.model in config.context_windows:
+            return config.context_windows[target.model], f"llm.{config.name}.context_windows"
+        info = lookup(target.model, config.type, self.config.selector.models)
+        return info.context_window, "catalog" if info.known else "estimate from the model name"
 
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
         """Calls served per endpoint, grouped by backend: shown after a run."""
