@@ -142,3 +142,18 @@ def test_config_show_never_contains_the_secret(write) -> None:
     shown = to_data(config)
     assert shown["llm"]["openai"]["api_key"] == "***"
     assert "sk-very-secret-value" not in str(shown)
+
+
+def test_an_error_about_a_secret_never_echoes_it(write) -> None:
+    path = write("config.yaml", "llm:\n  backend: openai\n  openai:\n    api_key: 987654321987\n")
+    with pytest.raises(InputError) as info:
+        load_config(path, environ={})
+    assert "987654321987" not in str(info.value)
+    assert info.value.location.key == "llm.openai.api_key" and "not shown" in str(info.value)
+
+
+def test_secret_headers_are_redacted_in_config_show(write) -> None:
+    path = write("config.yaml", "llm:\n  backend: openrouter\n  openrouter:\n    api_key: sk-or-1\n    headers: {Authorization: Bearer sk-hidden-9, X-Title: dse}\n")
+    shown = to_data(load_config(path, environ={}))
+    headers = shown["llm"]["openrouter"]["headers"]
+    assert headers == {"Authorization": "***", "X-Title": "dse"} and "sk-hidden-9" not in str(shown)

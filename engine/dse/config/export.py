@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .model import Config, Secret
+from .schema import is_secret_key
 
 REDACTED = "***"
 
@@ -33,7 +34,7 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if getattr(value, f.name) not in (None, {}, ())}
     if isinstance(value, Mapping):
-        return {("*" if k is None else str(k)): _plain(v) for k, v in value.items()}
+        return {("*" if k is None else str(k)): REDACTED if is_secret_key(k) else _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)

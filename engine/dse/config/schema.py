@@ -47,10 +47,20 @@ def validate(source: YamlSource, schema_name: str, data: Any | None = None) -> N
         raise InputErrors(found)
 
 
+_SECRET_KEY = re.compile(r"api[_-]?key|authorization|token|password|secret", re.I)
+
+
+def is_secret_key(key: object) -> bool:
+    """Keys whose values must never be echoed back, not even in an error about them."""
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
 def _explain(source: YamlSource, error: ValidationError) -> InputError:
     if error.context:
         error = best_match(error.context)
     path = tuple(error.absolute_path)
+    if any(is_secret_key(part) for part in path):
+        return InputError("invalid value (not shown: it is a secret)", location=source.locate(path), hint=_rule(error))
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed and not _matches_pattern(error.schema, k)]
@@ -88,3 +98,11 @@ def _short(error: ValidationError) -> str:
     if error.validator in {"not", "anyOf", "oneOf"}:
         return f"invalid combination of keys at {dotted(tuple(error.absolute_path)) or 'top level'}"
     return error.message if len(error.message) <= 160 else error.message[:157] + "..."
+
+
+def _rule(error: ValidationError) -> str:
+    """What the value should have been, without the value itself."""
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        return f"expected {expected}"
+    return f"fails the schema rule {error.validator!r}"
