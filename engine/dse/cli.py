@@ -53,12 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--config", metavar="PATH", help="config file (default: $DSE_CONFIG, ./config.yaml, ./configs/config.yaml)")
         sub.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+        sub.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="run journals and server logs (default: $DSE_STATE_DIR or .dse)")
         return sub
 
     run = command("run", "run a workflow", "dse run workflows/review.yaml --input target=.\n  dse run --resume 20261122-043012-3f9a")
     run.add_argument("workflow", nargs="?", help="path to a workflow YAML file")
     run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
-    run.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="where run journals live (default: $DSE_STATE_DIR or .dse)")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=int, metavar="N", help="at most N steps at once")
@@ -86,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     models = command("models", "models across every backend: configured roles and what servers offer", "dse models")
     models.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
 
+    embed = command("embed", "embedding vectors from the configured embedding backend", 'dse embed "first text" "second text" --json')
+    embed.add_argument("texts", nargs="+", help="texts to embed")
+    embed.add_argument("--backend", metavar="NAME", help="instead of llm.global_defaults.default_embedding_backend")
+
     runs = command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
-    runs.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
     show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
     show_run.add_argument("run_id")
-    show_run.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
     graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")
     graph.add_argument("workflow")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": _validate,
         "select": _select,
         "status": _status,
+        "embed": _embed,
         "models": _models,
         "runs": _runs,
         "show": _show,
@@ -249,6 +252,19 @@ def _models(args: argparse.Namespace) -> int:
 
     rows = console.model_rows(asyncio.run(collect_status(load_config(args.config), timeout=args.timeout)))
     print(json.dumps(rows, indent=2) if args.json else console.table(rows, ["backend", "model", "roles", "offered_by", "loaded"]))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from . import runner
+
+    target, response = asyncio.run(runner.embed(args.texts, args.config, backend=args.backend, state_dir=_state_dir(args)))
+    if args.json:
+        print(json.dumps({"backend": target.backend, "model": target.model, "endpoint": response.endpoint, "vectors": response.vectors}))
+    else:
+        print(f"{target.backend}/{target.model} @ {response.endpoint}: {len(response.vectors)} vectors of {len(response.vectors[0])} dimensions")
+        for text, vector in zip(args.texts, response.vectors):
+            print(f"  {text[:40]!r}: [{', '.join(f'{x:.4f}' for x in vector[:4])}, ...]")
     return 0
 
 

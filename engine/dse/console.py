@@ -130,7 +130,7 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for step_id in plan.order:
         planned = plan.steps[step_id]
-        row: dict[str, Any] = {"step": step_id, "kind": planned.step.kind, "tool": planned.step.tool}
+        row: dict[str, Any] = {"step": step_id, "name": planned.step.name, "kind": planned.step.kind, "tool": planned.step.tool}
         if planned.resolution:
             target = planned.resolution.target
             row.update(
@@ -164,8 +164,17 @@ def plan_text(plan: Plan, *, verbose: bool = False) -> str:
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    workflow = plan.workflow
+    out = [f"workflow {workflow.name}" + (f": {workflow.description}" if workflow.description else "")]
+    for spec in workflow.inputs.values():
+        default = f", default {spec.default!r}" if spec.default is not None else (", required" if spec.required else "")
+        out.append(f"  input {spec.name} ({spec.type}{default})" + (f" - {spec.description}" if spec.description else ""))
+    out.append("")
+    out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
+    named = [f"  {r['step']}: {r['name']}" for r in rows if r["name"]]
+    if named:
+        out += ["", "step names:", *named]
     if verbose:
         for r in rows:
             for reason in r.get("reasons", []):

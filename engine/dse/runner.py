@@ -16,7 +16,8 @@ from typing import Any
 from .config import Config, load_config
 from .engine import Engine
 from .errors import DseError
-from .routing import Resolver
+from .backends import EmbedResponse
+from .routing import Resolver, Target
 from .workflow import Executor, Plan, RunResult, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.executor import ChunkSink, EventSink, StepResult
 from .workflow.journal import RunJournal, file_digest, read_run, run_directory
@@ -120,3 +121,14 @@ def _all_steps(plan: Plan) -> list[tuple[str, Any]]:
         if planned.subplan is not None:
             out += _all_steps(planned.subplan)
     return out
+
+
+async def embed(
+    texts: list[str], config_path: str | Path | None = None, *, backend: str | None = None, state_dir: Path = Path(".dse")
+) -> tuple[Target, EmbedResponse]:
+    """Embeddings on the configured embedding backend, starting its managed servers if it has any."""
+    config = load_config(config_path)
+    target = Resolver(config).embedding_target(backend)
+    async with Engine(config, state_dir=state_dir) as engine:
+        await engine.start([target.backend])
+        return target, await engine.router.embed(target, texts)

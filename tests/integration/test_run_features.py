@@ -54,3 +54,12 @@ def test_explain_workflow_branches_fans_out_and_tolerates_a_failing_check(git_re
     assert steps["summary"]["status"] == "done", "continue_on_error lets the run go on"
     assert len(steps["explain"]["output"]) == 2 and steps["explain"]["calls"] == 2
     assert document["status"] == "done" and document["outputs"]["summary"]
+
+
+def test_embed_uses_the_default_embedding_backend(tmp_path: Path) -> None:
+    result = run_dse("embed", "a red apple", "a green pear", "--config", str(CONFIG), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["backend"] == "local_embed" and document["model"] == "smollm2"
+    first, second = document["vectors"]
+    assert len(first) == len(second) > 100 and first != second

@@ -46,8 +46,13 @@ def test_validate_accepts_every_dise_snippet(capsys, fixture: Path) -> None:
 def test_plan_explains_every_step(capsys) -> None:
     code, out, _ = cli(capsys, "plan", REVIEW, "--config", str(CONFIG), "--why")
     assert code == 0
-    header, *rows = out.splitlines()
+    lines = out.splitlines()
+    assert lines[0] == "workflow review: Review the latest commit of a git repository with the configured models."
+    assert "  input target (string, default '.') - path of the git repository to review" in lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("step "))
+    header, *rows = lines[start:]
     assert header.split() == ["step", "tool", "backend", "model", "endpoints", "rule"]
+    assert any(r.startswith("triage ") and "global default + tool triage model_key" in r for r in rows)
     assert any(r.startswith("triage ") and "local" in r and "smollm2" in r for r in rows)
     assert "triage: model_key 'triage' -> local.models.triage = smollm2" in out
 
@@ -184,3 +189,9 @@ def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_when_piped(wri
     assert "| trivial" not in frames[2], "streamed text shows only beside a running step"
     assert "[  ] triage         waiting   local/smollm2" in frames[0], "waiting rows already say where they will run"
     assert piped.getvalue().splitlines() == ["[..] changes        running   run", "[ok] changes        done      run  0.10s", "trivial"]
+
+
+def test_embed_without_an_embedding_backend_says_which_key_to_set(capsys, write) -> None:
+    config = write("config.yaml", TWO_BACKENDS)
+    code, _, err = cli(capsys, "embed", "hi", "--config", str(config))
+    assert code == 2 and "no embedding backend configured" in err and "default_embedding_backend" in err

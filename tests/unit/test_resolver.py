@@ -269,3 +269,17 @@ def test_directive_naming_a_model_finds_the_backend_that_serves_it(write) -> Non
     target = resolution.target
     assert (target.backend, target.model, target.deployment) == ("azure", "gpt-4", "gpt-4-code")
     assert not resolution.warnings
+
+
+def test_step_parameters_beat_tool_and_global_defaults(write) -> None:
+    resolver = resolver_for(MULTI, write)
+    target = resolver.resolve(Intent("s", tool=resolver.config.tools["triager"], temperature=0.9, max_tokens=7)).target
+    assert (target.temperature, target.max_tokens) == (0.9, 7)
+
+
+def test_a_disabled_selector_is_not_asked(write) -> None:
+    resolver = resolver_for(MULTI + "model_selector: {enabled: false}\n", write)
+    with pytest.raises(InputError, match="model_selector.enabled is false"):
+        resolver.resolve(Intent("s", model="auto"))
+    with pytest.raises(InputError, match="model_selector.enabled is false"):
+        resolver.resolve(Intent("s", text="Use the fastest model. Go."))

@@ -70,6 +70,7 @@ class ManagedSettings:
     host: str = "127.0.0.1"
     startup_timeout: float = 60.0
     repeat_penalty: float = 1.1
+    embeddings: bool = False
 
 
 @dataclass(frozen=True)

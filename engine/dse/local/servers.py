@@ -154,6 +154,7 @@ class LocalCluster:
                 "--no-webui",
                 "--metrics",
                 "--repeat-penalty", str(s.repeat_penalty),
+                *(["--embeddings", "--pooling", "mean"] if s.embeddings else []),
             ]  # fmt: skip
             server = ManagedServer(f"{self.backend}-{index}", f"http://{s.host}:{port}", _spawn(command, log_path), log_path, command)
             try:

@@ -45,6 +45,8 @@ class Intent:
     text: str = ""
     select: Mapping[str, Any] | None = None
     location: Location | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ class Resolver:
         role = model_key or self._default_role(backend)
         chosen, why = self._model_for_role(backend, role, intent)
         reasons.append(why)
-        return self._target(backend, chosen, role, rule if not model_key else f"{rule} + model_key", reasons, intent)
+        key_source = "step" if intent.model_key else f"tool {tool.name}" if tool else ""
+        return self._target(backend, chosen, role, f"{rule} + {key_source} model_key" if model_key else rule, reasons, intent)
 
     def _from_directive(
         self, intent: Intent, found: directives.Directive, reasons: list[str], warnings: list[str]
@@ -159,6 +162,22 @@ class Resolver:
         model, why = self._model_for_role(backend, role, intent)
         reasons.append(why)
         return self._target(backend, model, role, "directive", reasons, intent)
+
+    def embedding_target(self, backend_name: str | None = None) -> Target:
+        """Where embeddings go: the named backend, else `global_defaults.default_embedding_backend`."""
+        name = backend_name or self.config.defaults.default_embedding_backend
+        if not name:
+            raise InputError(
+                "no embedding backend configured",
+                hint="set llm.global_defaults.default_embedding_backend, or pass --backend",
+            )
+        backend = self._backend(name, Intent("embed"))
+        model = backend.embedding_model or (backend.managed.model if backend.managed else None)
+        if model is None:
+            raise InputError(f"backend {name!r} has no embedding_model", hint=f"set llm.{name}.embedding_model")
+        source = "--backend" if backend_name else "llm.global_defaults.default_embedding_backend"
+        reason = f"{source} = {name}; model {model} ({'embedding_model' if backend.embedding_model else 'its managed model'})"
+        return self._target(backend, model, None, "embedding backend", [reason], Intent("embed"))
 
     def retarget(self, target: Target, backend_name: str) -> Target:
         """The same role on another backend: what a fallback sends when `target` failed."""
@@ -248,6 +267,12 @@ class Resolver:
         weights: selector.Weights | None = None,
         specialization: str | None = None,
     ) -> Target:
+        if not self.config.selector.enabled:
+            raise InputError(
+                f"step {intent.step_id!r} asks the model selector, but model_selector.enabled is false",
+                location=intent.location,
+                hint="name a backend or model for this step, or set model_selector.enabled: true",
+            )
         ranked, rejected = self.rank(
             intent.text or None,
             intent.select,
@@ -316,8 +341,8 @@ class Resolver:
             reasons=tuple(reasons),
             endpoints=endpoints,
             deployment=deployment,
-            temperature=_first(tool.temperature if tool else None, defaults.temperature),
-            max_tokens=_first(tool.max_tokens if tool else None, defaults.max_tokens),
+            temperature=_first(intent.temperature, tool.temperature if tool else None, defaults.temperature),
+            max_tokens=_first(intent.max_tokens, tool.max_tokens if tool else None, defaults.max_tokens),
             timeout=_first(tool.timeout if tool else None, backend.timeout, defaults.timeout),
             fallbacks=tuple(n for n in self.config.fallback_backends if n != backend.name),
         )

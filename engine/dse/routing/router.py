@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from ..backends import Backend, ChatRequest, ChatResponse, Message, make_backend
-from ..backends.types import Attempt, StreamChunk
+from ..backends.types import Attempt, EmbedResponse, StreamChunk
 from ..balance import EndpointPool, Lease, pool_for
 from ..config.model import BackendConfig, Config, Endpoint, RetrySettings
 from ..errors import (
@@ -246,6 +246,21 @@ class Router:
             return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
         backoff = min(policy.max_backoff, policy.backoff * 2 ** (number - 1))
         return backoff * (0.75 + 0.5 * self._rng.random())
+
+    async def embed(self, target: Target, texts: Sequence[str]) -> EmbedResponse:
+        """Vectors for `texts`, with the same retries and breakers as chat; no fallback to a chat model."""
+
+        async def call(backend: Backend, _request: ChatRequest, lease: Lease) -> EmbedResponse:
+            try:
+                response = await backend.embed(texts, target.wire_model, lease.url)
+            except BaseException:
+                lease.end(ok=False)
+                raise
+            lease.end(ok=True)
+            return response
+
+        (response, _used), _attempts = await self._route(replace(target, fallbacks=()), (), None, call)
+        return response
 
     async def context_limit(self, target: Target) -> tuple[int, str]:
         """The target model's context window and where it came from.

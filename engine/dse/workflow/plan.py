@@ -112,6 +112,8 @@ def _plan_step(step: Step, workflow: Workflow, config: Config, resolver: Resolve
         text=text,
         select=step.select,
         location=step.location,
+        temperature=step.temperature,
+        max_tokens=step.max_tokens,
     )
     return PlannedStep(step, tool, resolver.resolve(intent))
 
