@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from .backends import preload_sdks
 from .config.model import Config, Endpoint
 from .local import LocalCluster
 from .routing import Resolver, Router
@@ -37,15 +38,20 @@ class Engine:
         return Resolver(self.config, {name: tuple(c.urls) for name, c in self.clusters.items()})
 
     async def start(self, backends: Iterable[str]) -> None:
-        """Start the managed servers of these backends (concurrently) and hand their URLs to the router."""
-        wanted = [
-            name
-            for name in dict.fromkeys(backends)
-            if name in self.config.backends and self.config.backends[name].managed and name not in self.clusters
-        ]
+        """Start the managed servers of these backends and load their SDKs, all at once.
+
+        The SDK import (up to two seconds for `openai`) runs in a thread beside the server
+        start-up: done lazily on the first call instead, it would stall the event loop and with
+        it every step that was meant to run in parallel.
+        """
+        names = [name for name in dict.fromkeys(backends) if self.config.find_backend(name) is not None]
+        wanted = [name for name in names if self.config.backends.get(name) and self.config.backends[name].managed and name not in self.clusters]
         clusters = {name: LocalCluster(name, self.config.backends[name].managed, self.state_dir / "logs") for name in wanted}
         self.clusters.update(clusters)
-        outcomes = await asyncio.gather(*(c.start() for c in clusters.values()), return_exceptions=True)
+        types = {self.config.find_backend(name).type for name in names}  # type: ignore[union-attr]
+        outcomes = await asyncio.gather(
+            *(c.start() for c in clusters.values()), asyncio.to_thread(preload_sdks, types), return_exceptions=True
+        )
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failure is not None:
             raise failure

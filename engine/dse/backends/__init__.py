@@ -6,7 +6,8 @@ the OpenAI API for everything else (Azure included). The router sees only `Backe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import importlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Protocol
 
 from ..config.model import BackendConfig
@@ -52,6 +53,16 @@ _ADAPTERS: dict[str, Callable[[BackendConfig], Backend]] = {
 }
 
 
+# The SDK each adapter imports on first use; Ollama's adapter speaks plain httpx.
+_SDKS: dict[str, str | None] = {"anthropic": "anthropic", "ollama": None}
+
+
+def preload_sdks(types: Iterable[str]) -> None:
+    """Import the SDKs these backend types need now, so the first call does not pay for it."""
+    for module in sorted({_SDKS.get(t, "openai") for t in types} - {None}):  # type: ignore[type-var]
+        importlib.import_module(module)
+
+
 def make_backend(config: BackendConfig) -> Backend:
     """The adapter for a backend block's wire protocol; every other type speaks OpenAI's."""
     return _ADAPTERS.get(config.type, OpenAICompatBackend)(config)
@@ -72,4 +83,5 @@ __all__ = [
     "Usage",
     "collect",
     "make_backend",
+    "preload_sdks",
 ]
