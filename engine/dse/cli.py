@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="+", help="texts to embed")
     embed.add_argument("--backend", metavar="NAME", help="instead of llm.global_defaults.default_embedding_backend")
 
-    runs = command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
+    command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
     show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
     show_run.add_argument("run_id")
     graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")

@@ -20,7 +20,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..config.model import Endpoint
@@ -153,17 +153,6 @@ class EndpointPool:
             self._give_back(waiter)
             raise
         return Lease(state, self._ended)
-
-    @contextlib.asynccontextmanager
-    async def acquire(self, allow: Allow | None = None, *, backend: str = "", model: str | None = None) -> AsyncIterator[Lease]:
-        """A lease for the duration of one call, released however the call ends."""
-        lease = await self.lease(allow, backend=backend, model=model)
-        try:
-            yield lease
-        except BaseException:
-            lease.end(ok=False)
-            raise
-        lease.end(ok=True)
 
     async def refresh(self) -> None:
         """Read every endpoint now instead of in the background: for status and tests."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ def schema_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "schemas"
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> Draft202012Validator:
     """A cached validator for `schemas/<name>.schema.json`."""
     with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as handle:

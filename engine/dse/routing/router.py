@@ -131,7 +131,7 @@ class Router:
                 raise
             return first, chunks, lease
 
-        (opened, used), _attempts = await self._route(target, messages, retry, open_stream)
+        (opened, _used), _attempts = await self._route(target, messages, retry, open_stream)
         first, chunks, lease = opened
         breaker = self.breakers[lease.url]
         ok = False
