@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Config, load_config
 from .engine import Engine
+from .local import find_llama_server, find_model
 from .errors import DseError
 from .backends import EmbedResponse
 from .routing import Resolver, Target
@@ -42,6 +43,11 @@ def prepare(workflow_path: str | Path, config_path: str | Path | None = None, in
     workflow = load_workflow(workflow_path)
     plan = build_plan(workflow, config, Resolver(config))
     bound = bind_inputs(workflow, inputs or {})
+    for name in sorted({p.resolution.target.backend for _, p in _all_steps(plan) if p.resolution}):
+        managed = config.backends[name].managed if name in config.backends else None
+        if managed is not None:
+            find_llama_server(managed.binary)
+            find_model(managed.model)
     return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
 
 

@@ -58,3 +58,16 @@ def test_help_has_examples_and_version_prints() -> None:
     assert help_text.returncode == 0 and "examples:" in help_text.stdout and "dse run workflows/review.yaml" in help_text.stdout
     version = run_dse("--version")
     assert version.returncode == 0 and version.stdout.startswith("dse ")
+
+
+def test_a_missing_llama_server_names_the_install_command_before_anything_starts(tmp_path: Path) -> None:
+    result = run_dse("run", str(ROOT / "workflows" / "review.yaml"), "--config", CONFIG, cwd=tmp_path, env={"DSE_LLAMA_SERVER": "/nonexistent/llama-server"})
+    assert_one_clean_error(result, "llama-server not found", "pip install 'dse[local]'")
+    assert not (tmp_path / ".dse").exists(), "no journal for a run that cannot start"
+
+
+def test_a_missing_model_file_is_a_setup_error(write, tmp_path: Path) -> None:
+    config = write("config.yaml", "llm:\n  backend: local\n  local: {type: llamacpp, managed: {model: /no/such/model.gguf}}\n")
+    workflow = write("wf.yaml", "name: t\nsteps:\n  - id: a\n    prompt: hi\n")
+    result = run_dse("run", str(workflow), "--config", str(config), cwd=tmp_path)
+    assert_one_clean_error(result, "model file '/no/such/model.gguf' not found", "bundled alias")
