@@ -283,3 +283,10 @@ def test_a_disabled_selector_is_not_asked(write) -> None:
         resolver.resolve(Intent("s", model="auto"))
     with pytest.raises(InputError, match="model_selector.enabled is false"):
         resolver.resolve(Intent("s", text="Use the fastest model. Go."))
+
+
+def test_a_step_model_key_replaces_the_tools_direct_model(write) -> None:
+    resolver = resolver_for(MULTI, write)
+    target = resolver.resolve(Intent("s", tool=resolver.config.tools["direct"], model_key="triage")).target
+    assert (target.backend, target.model) == ("ollama", "tinyllama")
+    assert target.rule == "global default + step model_key"

@@ -78,12 +78,14 @@ class Resolver:
 
     def _from_settings(self, intent: Intent, reasons: list[str]) -> Target:
         tool = intent.tool
-        model = intent.model or (tool.model if tool else None)
-        model_key = intent.model_key or (tool.model_key if tool else None)
+        # The step's model settings replace the tool's as a whole; within one level a direct
+        # model name wins over a model key.
         if intent.model or intent.model_key:
-            rule_model = "step"
+            model, model_key, model_source = intent.model, intent.model_key, "step"
+        elif tool and (tool.model or tool.model_key):
+            model, model_key, model_source = tool.model, tool.model_key, f"tool {tool.name}"
         else:
-            rule_model = f"tool {tool.name!r}" if tool and (tool.model or tool.model_key) else None
+            model, model_key, model_source = None, None, ""
 
         if intent.backend:
             backend = self._backend(intent.backend, intent)
@@ -116,13 +118,12 @@ class Resolver:
             rule = "global default" if self.config.defaults.default_backend else "llm.backend"
 
         if model:
-            reasons.append(f"{rule_model or 'step'} sets model: {model}")
-            return self._target(backend, model, model_key, rule if rule_model is None else f"{rule} + {rule_model} model", reasons, intent)
+            reasons.append(f"{model_source} sets model: {model}")
+            return self._target(backend, model, model_key, f"{rule} + {model_source} model", reasons, intent)
         role = model_key or self._default_role(backend)
         chosen, why = self._model_for_role(backend, role, intent)
         reasons.append(why)
-        key_source = "step" if intent.model_key else f"tool {tool.name}" if tool else ""
-        return self._target(backend, chosen, role, f"{rule} + {key_source} model_key" if model_key else rule, reasons, intent)
+        return self._target(backend, chosen, role, f"{rule} + {model_source} model_key" if model_key else rule, reasons, intent)
 
     def _from_directive(
         self, intent: Intent, found: directives.Directive, reasons: list[str], warnings: list[str]
