@@ -21,7 +21,7 @@ def test_streamed_step_shows_tokens_as_they_arrive(write, tmp_path: Path) -> Non
     assert poem
     streamed, finished = result.stderr.split("[ok] poem", 1)
     assert poem.split()[0] in streamed, "the text appeared on the terminal before the step finished"
-    assert "tokens " in finished
+    assert "local/smollm2 @ http://127.0.0.1:" in finished and "tokens " in finished
 
 
 def test_fan_out_spreads_over_both_replicas(write, tmp_path: Path) -> None:

@@ -245,3 +245,19 @@ def test_stream_fails_over_only_before_the_first_chunk(setup) -> None:
         asyncio.run(partial())
     assert received == ["Hel"], "text already shown is never repeated by a fallback"
     assert len(script.calls) == calls_before + 1
+
+
+def test_a_streams_closing_chunk_says_where_it_came_from_and_what_it_took(setup) -> None:
+    router, target, script, waits = setup
+    script.answers["http://p1"] = [[down("http://p1")], ["o", "k"]]
+    script.answers["http://p2"] = [[down("http://p2")], ["o", "k"]]
+
+    async def collect() -> list[StreamChunk]:
+        return [c async for c in router.stream(target, [Message("user", "hi")])]
+
+    chunks = asyncio.run(collect())
+    closing = chunks[-1]
+    assert [c.text for c in chunks] == ["o", "k", ""] and closing.finish_reason == "stop"
+    assert closing.backend == "primary" and closing.endpoint in ("http://p1", "http://p2")
+    assert [a.error_kind for a in closing.attempts] == ["BackendUnavailable", "BackendUnavailable", None]
+    assert all(c.attempts == () for c in chunks[:-1])

@@ -75,6 +75,9 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     elapsed: float = 0.0
+    backend: str | None = None
+    endpoint: str | None = None
+    attempts: tuple[Attempt, ...] = ()
 
 
 @dataclass(frozen=True)

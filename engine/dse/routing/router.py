@@ -131,14 +131,21 @@ class Router:
                 raise
             return first, chunks, lease
 
-        (opened, _used), _attempts = await self._route(target, messages, retry, open_stream)
+        (opened, used), attempts = await self._route(target, messages, retry, open_stream)
         first, chunks, lease = opened
         breaker = self.breakers[lease.url]
         ok = False
+
+        def stamped(chunk: StreamChunk) -> StreamChunk:
+            """The closing chunk says where the stream came from and what it took to get there."""
+            if chunk.finish_reason is None:
+                return chunk
+            return replace(chunk, backend=used.backend, endpoint=lease.url, attempts=tuple(attempts))
+
         try:
-            yield first
+            yield stamped(first)
             async for chunk in chunks:
-                yield chunk
+                yield stamped(chunk)
             ok = True
         except _BREAKS:
             breaker.failure()

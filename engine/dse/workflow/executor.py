@@ -349,6 +349,10 @@ class Executor:
                 if chunk.usage is not None:
                     result.prompt_tokens += chunk.usage.prompt_tokens
                     result.completion_tokens += chunk.usage.completion_tokens
+                if chunk.finish_reason is not None:
+                    result.backend, result.endpoint = chunk.backend or result.backend, chunk.endpoint
+                    result.attempts += len(chunk.attempts) - 1
+                    result.tries += [asdict(t) for t in chunk.attempts if t.error]
             result.calls += 1
             result.attempts += 1
             return "".join(parts).strip()
