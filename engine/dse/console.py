@@ -151,27 +151,21 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
 
 def plan_text(plan: Plan, *, verbose: bool = False) -> str:
     rows = plan_rows(plan)
-    headers = ["step", "tool", "backend", "model", "endpoints", "rule"]
-    table = [
-        [
-            r["step"],
-            r["tool"] or ("(run)" if r["kind"] == "run" else "-"),
-            r.get("backend", "-"),
-            r.get("model", "-"),
-            ", ".join(r.get("endpoints", [])) or ("managed" if r.get("backend") else "-"),
-            r.get("rule", "-"),
-        ]
+    shown = [
+        {
+            **r,
+            "tool": r["tool"] or ("(run)" if r["kind"] == "run" else None),
+            "endpoints": ", ".join(r.get("endpoints", [])) or ("managed" if r.get("backend") else None),
+        }
         for r in rows
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
     workflow = plan.workflow
     out = [f"workflow {workflow.name}" + (f": {workflow.description}" if workflow.description else "")]
     for spec in workflow.inputs.values():
         default = f", default {spec.default!r}" if spec.default is not None else (", required" if spec.required else "")
         out.append(f"  input {spec.name} ({spec.type}{default})" + (f" - {spec.description}" if spec.description else ""))
     out.append("")
-    out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
+    out.append(table(shown, ["step", "tool", "backend", "model", "endpoints", "rule"]))
     named = [f"  {r['step']}: {r['name']}" for r in rows if r["name"]]
     if named:
         out += ["", "step names:", *named]

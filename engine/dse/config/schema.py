@@ -89,8 +89,7 @@ def _matches_pattern(schema: dict[str, Any], key: str) -> bool:
 def _short(error: ValidationError) -> str:
     """jsonschema quotes whole sub-documents; a user only needs the rule that failed."""
     if error.validator == "type":
-        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
-        return f"expected {expected}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
+        return f"{_rule(error)}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
     if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
         return f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
     if error.validator == "pattern":

@@ -139,7 +139,7 @@ def _check_templates(step: Step, workflow: Workflow, config: Config) -> None:
         (step.system if step.system is not None else (tool.system if tool else None), prompt_roots, system_where),
     ]
     for value, allowed, where in texts:
-        for text in _strings(value):
+        for text in templating.strings_in(value):
             _check(text, workflow, allowed, where or step.location, expression=value is step.when)
 
 
@@ -171,12 +171,3 @@ def _check(text: str, workflow: Workflow, allowed: set[str], where: Location, *,
                 hint=f"add {node.attr} to the workflow's env: list (only declared variables are visible)",
             )
 
-
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    return []

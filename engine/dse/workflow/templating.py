@@ -58,7 +58,7 @@ def step_references(*sources: Any) -> set[str]:
     These become graph edges, so a user never has to repeat in `needs:` what a template already says.
     """
     found: set[str] = set()
-    for text in _strings(sources):
+    for text in strings_in(sources):
         if "steps" not in text:
             continue
         for candidate in (text, "{{ " + text + " }}"):
@@ -75,15 +75,12 @@ def step_references(*sources: Any) -> set[str]:
     return found
 
 
-def _strings(values: Any) -> list[str]:
-    out: list[str] = []
-    stack = list(values)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, (list, tuple)):
-            stack.extend(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-    return out
+def strings_in(value: Any) -> list[str]:
+    """Every string inside nested lists, tuples and mappings, in order: where templates can hide."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in strings_in(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]
+    return []
