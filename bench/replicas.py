@@ -33,7 +33,7 @@ async def timed(directory: Path, replicas: int) -> tuple[float, dict[str, int]]:
     config = load_config(path, environ={})
     async with Engine(config, state_dir=directory / ".dse") as engine:
         await engine.start(["local"])
-        target = engine.resolver().resolve(Intent("bench", model_key="generator")).target
+        target = engine.resolver.resolve(Intent("bench", model_key="generator")).target
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def one(i: int) -> None:

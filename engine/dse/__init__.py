@@ -1,44 +1,112 @@
 """dse: a declarative orchestration engine for LLM work.
 
-The public API is re-exported here lazily, so `import dse` (and `dse --help`) stays instant.
+The public API is re-exported here. Errors are imported at once (they are tiny, and a caller
+catches them); everything else loads on first use, so `import dse` and `dse --help` stay
+instant. The `TYPE_CHECKING` block gives type checkers the real types of the lazy names.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AuthError,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadRequest,
+    ContextTooLong,
+    DseError,
+    InputError,
+    InputErrors,
+    Location,
+    ModelNotFound,
+    QueueFull,
+    QueueTimeout,
+    RateLimited,
+    SetupError,
+)
+
+if TYPE_CHECKING:
+    from .backends import (
+        Backend as Backend,
+        BackendType as BackendType,
+        ChatRequest as ChatRequest,
+        ChatResponse as ChatResponse,
+        EmbedResponse as EmbedResponse,
+        Message as Message,
+        StreamChunk as StreamChunk,
+        Usage as Usage,
+        backend_types as backend_types,
+    )
+    from .config import Config as Config, load_config as load_config
+    from .engine import Engine as Engine
+    from .routing import Intent as Intent, Resolver as Resolver, Router as Router, Target as Target
+    from .runner import Prepared as Prepared, embed as embed, prepare as prepare, run_workflow as run_workflow
+    from .workflow import (
+        Executor as Executor,
+        Plan as Plan,
+        RunResult as RunResult,
+        Workflow as Workflow,
+        build_plan as build_plan,
+        load_workflow as load_workflow,
+    )
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load_config": "dse.config",
-    "Config": "dse.config",
-    "load_workflow": "dse.workflow",
-    "Workflow": "dse.workflow",
-    "build_plan": "dse.workflow",
-    "Plan": "dse.workflow",
-    "Executor": "dse.workflow",
-    "RunResult": "dse.workflow",
-    "Resolver": "dse.routing",
-    "Intent": "dse.routing",
-    "Target": "dse.routing",
-    "Router": "dse.routing",
-    "Engine": "dse.engine",
-    "prepare": "dse.runner",
-    "run_workflow": "dse.runner",
+_LAZY = {
+    "Backend": "dse.backends",
+    "BackendType": "dse.backends",
     "ChatRequest": "dse.backends",
     "ChatResponse": "dse.backends",
+    "EmbedResponse": "dse.backends",
     "Message": "dse.backends",
-    "DseError": "dse.errors",
-    "InputError": "dse.errors",
-    "BackendError": "dse.errors",
+    "StreamChunk": "dse.backends",
+    "Usage": "dse.backends",
+    "backend_types": "dse.backends",
+    "Config": "dse.config",
+    "load_config": "dse.config",
+    "Engine": "dse.engine",
+    "Intent": "dse.routing",
+    "Resolver": "dse.routing",
+    "Router": "dse.routing",
+    "Target": "dse.routing",
+    "Prepared": "dse.runner",
+    "embed": "dse.runner",
+    "prepare": "dse.runner",
+    "run_workflow": "dse.runner",
+    "Executor": "dse.workflow",
+    "Plan": "dse.workflow",
+    "RunResult": "dse.workflow",
+    "Workflow": "dse.workflow",
+    "build_plan": "dse.workflow",
+    "load_workflow": "dse.workflow",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "AuthError",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "BadRequest",
+    "ContextTooLong",
+    "DseError",
+    "InputError",
+    "InputErrors",
+    "Location",
+    "ModelNotFound",
+    "QueueFull",
+    "QueueTimeout",
+    "RateLimited",
+    "SetupError",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
+    if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dse' has no attribute {name!r}")

@@ -344,9 +344,10 @@ def _select(args: argparse.Namespace) -> int:
     from .routing import Resolver
 
     config = load_config(args.config)
-    max_cost: str | float | None = args.max_cost
-    if max_cost is not None and max_cost.replace(".", "", 1).isdigit():
-        max_cost = float(max_cost)
+    raw_cost: str | None = args.max_cost
+    max_cost: str | float | None = raw_cost
+    if raw_cost is not None and raw_cost.replace(".", "", 1).isdigit():
+        max_cost = float(raw_cost)
     spec = {
         "max_cost": max_cost,
         "min_speed": args.min_speed,

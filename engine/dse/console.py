@@ -9,8 +9,6 @@ from typing import IO, Any
 
 import networkx as nx
 
-from .balance.probes import ollama_name
-from .config.model import LOCAL_TYPES
 from .routing.selector import Ranked
 from .status import BackendReport, BalanceReport
 from .workflow import Plan, RunResult, StepResult, Workflow
@@ -30,6 +28,8 @@ def step_line(result: StepResult) -> str:
         if result.kind == "llm":
             parts.append(f"tokens {result.prompt_tokens}+{result.completion_tokens}")
         parts.append(f"{result.seconds:.2f}s")
+        if result.first_token is not None:
+            parts.append(f"first token {result.first_token:.2f}s")
         if result.calls > 1:
             parts.append(f"calls {result.calls}")
         if result.attempts > max(result.calls, 1):
@@ -248,7 +248,7 @@ def _clip(value: Any, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
-def graph_text(workflow: Workflow, graph: nx.DiGraph, form: str) -> str:
+def graph_text(workflow: Workflow, graph: nx.DiGraph[str], form: str) -> str:
     """Mermaid for Markdown viewers, dot for Graphviz; a node's label says what kind of step it is."""
     def label(step_id: str) -> str:
         step = workflow.step(step_id)
@@ -266,16 +266,6 @@ def graph_text(workflow: Workflow, graph: nx.DiGraph, form: str) -> str:
     return "\n".join(lines)
 
 
-_START_HINTS = {
-    "ollama": "start it with `ollama serve`",
-    "lmstudio": "start the local server in LM Studio (Developer tab)",
-    "llamacpp": "start `llama-server -m MODEL.gguf`, or give the backend a `managed:` block",
-    "vllm": "start `vllm serve MODEL`",
-    "tabbyapi": "start TabbyAPI (`./start.sh`)",
-    "foundry": "start Foundry Local (`foundry service start`)",
-}
-
-
 def status_data(reports: list[BackendReport]) -> list[dict[str, Any]]:
     return [{**asdict(r), "ok": r.ok} for r in reports]
 
@@ -286,7 +276,7 @@ def status_text(reports: list[BackendReport]) -> str:
     for r in reports:
         mark = "ok" if r.ok else "!!"
         usage = f"  ({'; '.join(r.usage)})" if r.usage else ""
-        lines.append(f"[{mark}] {r.name} ({r.type}){usage}")
+        lines.append(f"[{mark}] {r.name} ({r.type}: {r.protocol}){usage}")
         if r.unavailable:
             lines.append(f"     unavailable: {r.unavailable}")
         if r.managed is not None:
@@ -302,19 +292,19 @@ def status_text(reports: list[BackendReport]) -> str:
             state = "ready" if h.ready else ("loading" if h.loading else ("reachable, not ready" if h.reachable else "unreachable"))
             latency = f" {h.latency * 1000:.0f} ms" if h.latency is not None else ""
             roles = f" [{', '.join(e.roles)}]" if e.roles else ""
-            hint = f" (hint: {_START_HINTS[r.type]})" if not h.reachable and r.type in _START_HINTS else ""
+            hint = f" (hint: {r.start_hint})" if not h.reachable and r.start_hint else ""
             lines.append(f"     {e.url}{roles}: {state}{latency}" + (f" - {h.detail}" if h.detail else "") + hint)
             if e.models:
                 names = [m.name + (" (loaded)" if m.loaded else "") for m in e.models]
                 lines.append(f"       models: {', '.join(names[:12])}" + (f" ... +{len(names) - 12}" if len(names) > 12 else ""))
-                offered = {ollama_name(m.name) for m in e.models}
-                missing = sorted(m for m in set(r.configured_models.values()) if ollama_name(m) not in offered)
-                if missing and r.type == "ollama":
-                    lines.append(f"       not pulled: {', '.join(missing)} (ollama pull {missing[0]})")
             elif e.models_error:
                 lines.append(f"       models: {e.models_error}")
+            if e.missing and r.pull_hint:
+                lines.append(f"       not pulled: {', '.join(e.missing)} ({r.pull_hint.format(model=e.missing[0])})")
+            elif e.missing:
+                lines.append(f"       not offered by the server: {', '.join(e.missing)}")
             if e.balance is not None:
-                lines += _balance_lines(e.balance, local=r.type in LOCAL_TYPES)
+                lines += _balance_lines(e.balance, local=r.local)
     return "\n".join(lines)
 
 

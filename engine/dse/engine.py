@@ -12,7 +12,8 @@ from pathlib import Path
 from types import TracebackType
 
 from .backends import preload_sdks
-from .config.model import Config, Endpoint
+from .balance import EndpointDirectory
+from .config.model import Config
 from .local import LocalCluster
 from .routing import Resolver, Router
 
@@ -24,7 +25,9 @@ class Engine:
         self.config = config
         self.state_dir = state_dir
         self.clusters: dict[str, LocalCluster] = {}
-        self.router = Router(config, Resolver(config))
+        self.endpoints = EndpointDirectory()
+        self.resolver = Resolver(config, self.endpoints)
+        self.router = Router(config, self.resolver)
 
     async def __aenter__(self) -> Engine:
         return self
@@ -34,9 +37,6 @@ class Engine:
     ) -> None:
         await self.aclose()
 
-    def resolver(self) -> Resolver:
-        return Resolver(self.config, {name: tuple(c.urls) for name, c in self.clusters.items()})
-
     async def start(self, backends: Iterable[str]) -> None:
         """Start the managed servers of these backends and load their SDKs, all at once.
 
@@ -44,11 +44,14 @@ class Engine:
         start-up: done lazily on the first call instead, it would stall the event loop and with
         it every step that was meant to run in parallel.
         """
-        names = [name for name in dict.fromkeys(backends) if self.config.find_backend(name) is not None]
-        wanted = [name for name in names if self.config.backends.get(name) and self.config.backends[name].managed and name not in self.clusters]
-        clusters = {name: LocalCluster(name, self.config.backends[name].managed, self.state_dir / "logs") for name in wanted}
+        configs = [c for name in dict.fromkeys(backends) if (c := self.config.find_backend(name)) is not None]
+        clusters = {
+            c.name: LocalCluster(c.name, c.managed, self.state_dir / "logs")
+            for c in configs
+            if c.managed is not None and c.name not in self.clusters
+        }
         self.clusters.update(clusters)
-        types = {self.config.find_backend(name).type for name in names}  # type: ignore[union-attr]
+        types = {c.type for c in configs}
         outcomes = await asyncio.gather(
             *(c.start() for c in clusters.values()), asyncio.to_thread(preload_sdks, types), return_exceptions=True
         )
@@ -56,7 +59,7 @@ class Engine:
         if failure is not None:
             raise failure
         for name, cluster in clusters.items():
-            self.router.managed_endpoints[name] = [Endpoint(url) for url in cluster.urls]
+            self.endpoints.manage(name, cluster.urls)
 
     async def aclose(self) -> None:
         try:

@@ -7,6 +7,10 @@ that is wrong; run-time problems (exit 1) carry enough context to say what to do
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .backends.types import Attempt
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class BackendError(DseError):
     `attempts` is filled in by the router with every try it made before giving up.
     """
 
-    attempts: tuple = ()
+    attempts: tuple[Attempt, ...] = ()
 
     def __init__(self, message: str, *, backend: str = "", endpoint: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -95,7 +99,7 @@ class RateLimited(BackendError):
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: str) -> None:
         super().__init__(message, **kw)
-        self.retry_after = retry_after
+        self.retry_after: float | None = retry_after
 
 
 class BackendTimeout(BackendError):
@@ -118,9 +122,9 @@ class BadRequest(BackendError):
     """The server rejected the request as malformed."""
 
 
-class StepFailed(DseError):
-    """A workflow step failed; the run stops unless the step continues on error."""
+class QueueFull(BackendUnavailable):
+    """Every candidate endpoint is at capacity and `queue_limit` calls are already waiting."""
 
-    def __init__(self, step_id: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(f"step {step_id!r} failed: {message}", hint=hint)
-        self.step_id = step_id
+
+class QueueTimeout(BackendUnavailable):
+    """A call waited `queue_timeout` seconds without an endpoint slot coming free."""

@@ -38,17 +38,25 @@ class Prepared:
 
 
 def prepare(workflow_path: str | Path, config_path: str | Path | None = None, inputs: Mapping[str, Any] | None = None) -> Prepared:
-    """Load and check everything a run needs; raises InputError(s) and starts nothing."""
+    """Load and check everything a run needs; raises InputError(s) and starts nothing.
+
+    Planning needs no server binary: whether `llama-server` and the model are installed is
+    checked by `run_workflow`, before its journal opens.
+    """
     config = load_config(config_path)
     workflow = load_workflow(workflow_path)
     plan = build_plan(workflow, config, Resolver(config))
     bound = bind_inputs(workflow, inputs or {})
-    for name in sorted({p.resolution.target.backend for _, p in _all_steps(plan) if p.resolution}):
-        managed = config.backends[name].managed if name in config.backends else None
+    return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
+
+
+def _check_installed(prepared: Prepared, backends: set[str]) -> None:
+    """The managed servers a run will start are installed: a missing one is a SetupError before anything is written."""
+    for name in sorted(backends):
+        managed = prepared.config.backends[name].managed if name in prepared.config.backends else None
         if managed is not None:
             find_llama_server(managed.binary)
             find_model(managed.model)
-    return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
 
 
 def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None = None) -> Prepared:
@@ -77,6 +85,8 @@ async def run_workflow(
     state_dir: Path = Path(".dse"),
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
     """Run a prepared plan with a journal; returns the result and the calls each endpoint served."""
+    pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}
+    _check_installed(prepared, pending)
     if prepared.resume_id:
         journal = RunJournal.reopen(state_dir, prepared.resume_id)
         journal.event("run_resumed", reused=sorted(prepared.reuse))
@@ -91,7 +101,6 @@ async def run_workflow(
         journal.event("run_started")
     if on_start is not None:
         on_start(journal)
-    pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}
     try:
         async with Engine(prepared.config, state_dir=state_dir) as engine:
             try:

@@ -5,22 +5,22 @@ concurrently with a short timeout, nothing raises, and each problem comes with i
 (missing secret, connection refused, auth, model not pulled). Managed llama.cpp backends are
 not started here; their binary and model files are checked instead.
 
-Each endpoint also gets the balancer's view of it, from the same probes and checks a running
-pool uses: its capacity and where that figure comes from, the load the server reports, its
-GPU reading (or why there is none), and whether the balancer would send it calls, and if not why.
+Each endpoint also gets the balancer's view of it: an `EndpointPool` built as a run would
+build it surveys the endpoints, so status shows exactly what the balancer would decide: each
+capacity and where that figure comes from, the load the server reports, its GPU reading, and
+whether the balancer would send it calls, and if not why.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .backends import Backend, Health, ModelEntry, make_backend
-from .balance import balancer_settings, capacity_of, default_capacity
-from .balance.eligibility import screen
-from .balance.gpu import nvml_reader
-from .balance.monitor import EndpointMonitor, Reading
-from .balance.probes import server_probe
+from .backends.registry import backend_type
+from .balance import EndpointDirectory, EndpointView, pool_for
 from .config.model import BackendConfig, Config, Endpoint
 from .errors import DseError
 from .local.assets import find_llama_server, find_model
@@ -42,19 +42,28 @@ class BalanceReport:
 
 @dataclass
 class EndpointReport:
+    """`missing` lists configured models the server does not offer, where it says what it offers."""
+
     url: str
     roles: list[str]
     health: Health | None = None
     models: list[ModelEntry] = field(default_factory=list)
     models_error: str | None = None
     balance: BalanceReport | None = None
+    missing: list[str] = field(default_factory=list)
 
 
 @dataclass
 class BackendReport:
+    """One backend; `local`, `start_hint` and `pull_hint` come from its type's declaration."""
+
     name: str
     type: str
     usage: list[str]
+    protocol: str
+    local: bool
+    start_hint: str | None = None
+    pull_hint: str | None = None
     unavailable: str | None = None
     endpoints: list[EndpointReport] = field(default_factory=list)
     configured_models: dict[str, str] = field(default_factory=dict)
@@ -72,13 +81,13 @@ class BackendReport:
 async def collect_status(config: Config, *, timeout: float = 3.0, with_models: bool = True) -> list[BackendReport]:
     """Probe every backend concurrently; a probe that hangs is cut off after `timeout` seconds."""
     reports = [_report(config, backend) for backend in config.backends.values()]
-    probes = [
-        probe
-        for backend, report in zip(config.backends.values(), reports)
-        if not report.unavailable and backend.managed is None
-        for probe in (_probe(backend, report, timeout, with_models), _balance(config, backend, report, timeout))
-    ]
-    await asyncio.gather(*probes)
+    await asyncio.gather(
+        *(
+            _probe(config, backend, report, timeout, with_models)
+            for backend, report in zip(config.backends.values(), reports)
+            if not report.unavailable and backend.managed is None
+        )
+    )
     return reports
 
 
@@ -91,7 +100,18 @@ def _report(config: Config, backend: BackendConfig) -> BackendReport:
     users = sorted(t.name for t in config.tools.values() if t.backend == backend.name)
     if users:
         usage.append("tools: " + ", ".join(users))
-    report = BackendReport(backend.name, backend.type, usage, backend.unavailable, configured_models=dict(backend.models))
+    kind = backend_type(backend.type)
+    report = BackendReport(
+        backend.name,
+        backend.type,
+        usage,
+        protocol=kind.protocol,
+        local=kind.local,
+        start_hint=kind.start_hint,
+        pull_hint=kind.pull_hint,
+        unavailable=backend.unavailable,
+        configured_models=dict(backend.models),
+    )
     if backend.managed is not None:
         report.managed = _managed(backend)
         return report
@@ -102,8 +122,9 @@ def _report(config: Config, backend: BackendConfig) -> BackendReport:
 def _served(backend: BackendConfig) -> dict[str, tuple[Endpoint, list[str]]]:
     """Each endpoint URL of a backend, with its configured `Endpoint` and the roles it serves."""
     served: dict[str, tuple[Endpoint, list[str]]] = {}
+    directory = EndpointDirectory()
     for role in [None, *backend.models, *(r for r in backend.endpoints if r)]:
-        for endpoint in backend.endpoints_for(role):
+        for endpoint in directory.endpoints(backend, role):
             _, names = served.setdefault(endpoint.url, (endpoint, []))
             if role and role not in names:
                 names.append(role)
@@ -119,7 +140,11 @@ def _managed(backend: BackendConfig) -> dict[str, str]:
         "state": "started on demand by `dse run`, restarted if one dies",
         "capacity": f"{settings.parallel} slot{'s' if settings.parallel != 1 else ''} per replica (managed.parallel)",
     }
-    for key, find in (("binary", lambda: find_llama_server(settings.binary)), ("model_file", lambda: find_model(settings.model))):
+    finders: tuple[tuple[str, Callable[[], Path]], ...] = (
+        ("binary", lambda: find_llama_server(settings.binary)),
+        ("model_file", lambda: find_model(settings.model)),
+    )
+    for key, find in finders:
         try:
             info[key] = str(find())
         except DseError as exc:
@@ -127,12 +152,23 @@ def _managed(backend: BackendConfig) -> dict[str, str]:
     return info
 
 
-async def _probe(config: BackendConfig, report: BackendReport, timeout: float, with_models: bool) -> None:
-    adapter = make_backend(config)
+async def _probe(config: Config, backend: BackendConfig, report: BackendReport, timeout: float, with_models: bool) -> None:
+    """Health and models per endpoint, and the balancer's survey of them all, at once."""
+    adapter = make_backend(backend)
+    served = _served(backend)
+    pool = pool_for(config, backend, [served[e.url][0] for e in report.endpoints], adapter, always_read=True)
     try:
-        await asyncio.gather(*(_probe_endpoint(adapter, e, timeout, with_models) for e in report.endpoints))
+        _, views = await asyncio.gather(
+            asyncio.gather(*(_probe_endpoint(adapter, e, timeout, with_models) for e in report.endpoints)),
+            pool.survey(timeout),
+        )
     finally:
         await adapter.aclose()
+    for endpoint_report, view in zip(report.endpoints, views):
+        endpoint_report.balance = _balance(view)
+        offered = view.reading.server.models if view.reading and view.reading.server else None
+        if offered is not None:
+            endpoint_report.missing = sorted(m for m in set(backend.models.values()) if m not in offered)
 
 
 async def _probe_endpoint(adapter: Backend, report: EndpointReport, timeout: float, with_models: bool) -> None:
@@ -149,33 +185,15 @@ async def _probe_endpoint(adapter: Backend, report: EndpointReport, timeout: flo
         report.models_error = str(exc) or "timed out"
 
 
-async def _balance(config: Config, backend: BackendConfig, report: BackendReport, timeout: float) -> None:
-    """Read every endpoint as a pool would, then judge them together: eligibility is relative to the others."""
-    settings = balancer_settings(config.balancer, backend.balancer)
-    served = _served(backend)
-    endpoints = [served[e.url][0] for e in report.endpoints]
-    monitor = EndpointMonitor(server_probe(backend), nvml_reader(), settings.metrics_max_age, on_reading=lambda e, r: None)
-
-    async def read(endpoint: Endpoint) -> Reading | None:
-        try:
-            return await asyncio.wait_for(monitor.refresh(endpoint), timeout)
-        except asyncio.TimeoutError:
-            return None
-
-    readings = await asyncio.gather(*(read(e) for e in endpoints))
-    verdicts = screen(list(zip(endpoints, readings)), settings, None)
-    fallback = default_capacity(backend)
-    for endpoint_report, endpoint, reading, verdict in zip(report.endpoints, endpoints, readings, verdicts):
-        server = reading.server if reading else None
-        capacity, source = capacity_of(endpoint, server, fallback)
-        gpu = reading.gpu.describe() if reading and reading.gpu else None
-        endpoint_report.balance = BalanceReport(
-            capacity=capacity,
-            capacity_source=source,
-            busy=server.busy if server else None,
-            waiting=server.waiting if server else None,
-            kv_cache_usage=server.kv_cache_usage if server else None,
-            gpu=gpu,
-            eligible=verdict.kept,
-            reason=verdict.reason,
-        )
+def _balance(view: EndpointView) -> BalanceReport:
+    server = view.reading.server if view.reading else None
+    return BalanceReport(
+        capacity=view.capacity,
+        capacity_source=view.capacity_source,
+        busy=server.busy if server else None,
+        waiting=server.waiting if server else None,
+        kv_cache_usage=server.kv_cache_usage if server else None,
+        gpu=view.reading.gpu.describe() if view.reading and view.reading.gpu else None,
+        eligible=view.verdict.kept,
+        reason=view.verdict.reason,
+    )

@@ -30,7 +30,7 @@ def test_two_replicas_serve_real_completions_and_stop(tmp_path: Path) -> None:
         async with Engine(config, state_dir=tmp_path / ".dse") as engine:
             await engine.start(["local"])
             pids = [s.pid for s in engine.clusters["local"].servers]
-            target = engine.resolver().resolve(Intent("t", model_key="generator", text="hi")).target
+            target = engine.resolver.resolve(Intent("t", model_key="generator", text="hi")).target
             prompts = [f"Name one fruit. Answer number {i}." for i in range(6)]
             responses = await asyncio.gather(
                 *(engine.router.chat(target, [Message("user", p)]) for p in prompts)

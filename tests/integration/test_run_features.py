@@ -22,6 +22,9 @@ def test_streamed_step_shows_tokens_as_they_arrive(write, tmp_path: Path) -> Non
     streamed, finished = result.stderr.split("[ok] poem", 1)
     assert poem.split()[0] in streamed, "the text appeared on the terminal before the step finished"
     assert "local/smollm2 @ http://127.0.0.1:" in finished and "tokens " in finished
+    first = float(finished.split("first token ", 1)[1].split("s", 1)[0])
+    seconds = float(finished.split("tokens ", 1)[1].split()[1].rstrip("s"))
+    assert 0 < first <= seconds, "the time to the first token, from the stream, within the step's time"
 
 
 def test_fan_out_spreads_over_both_replicas(write, tmp_path: Path) -> None:

@@ -11,8 +11,20 @@ from stubs import Reply, StubServer, call, openai_chat, openai_error, refused_ur
 from wire import OPENAI
 from wire import openai_backend as backend
 
-from dse.backends import AnthropicBackend, ChatRequest, Message, OllamaBackend, OpenAICompatBackend, Usage, make_backend
-from dse.config.model import BACKEND_TYPES, AzureDeployment, BackendConfig
+from dse.backends import (
+    AnthropicBackend,
+    AzureBackend,
+    ChatRequest,
+    LlamaCppBackend,
+    Message,
+    OllamaBackend,
+    OpenAICompatBackend,
+    Usage,
+    VllmBackend,
+    make_backend,
+    type_names,
+)
+from dse.config.model import AzureDeployment, BackendConfig
 from dse.errors import ModelNotFound
 
 KEY, REQUEST, CHAT = OPENAI.key, OPENAI.request, OPENAI.chat_path
@@ -160,9 +172,15 @@ def test_azure_404_says_deployment_name_not_model_name(stub: StubServer) -> None
         call(backend("azure", api_version="2024-10-21"), lambda b: b.chat(request, stub.url))
 
 
-def test_every_backend_type_gets_an_adapter() -> None:
-    expected = {"anthropic": AnthropicBackend, "ollama": OllamaBackend}
-    for kind in BACKEND_TYPES:
+def test_every_backend_type_gets_the_adapter_it_declares() -> None:
+    expected = {
+        "anthropic": AnthropicBackend,
+        "ollama": OllamaBackend,
+        "azure": AzureBackend,
+        "llamacpp": LlamaCppBackend,
+        "vllm": VllmBackend,
+    }
+    for kind in type_names():
         adapter = make_backend(BackendConfig(name=kind, type=kind))
         assert type(adapter) is expected.get(kind, OpenAICompatBackend), kind
         assert adapter.name == kind

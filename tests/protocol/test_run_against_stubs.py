@@ -131,11 +131,11 @@ def test_status_explains_each_endpoint(stub: StubServer, write, capsys) -> None:
     code = main(["status", "--config", str(config)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "[ok] box (ollama)  (default)" in out
+    assert "[ok] box (ollama: Ollama native API)  (default)" in out
     assert f"{stub.url}" in out and ": ready" in out
     assert "tinyllama (loaded)" in out
     assert "not pulled: qwen2.5-coder:14b (ollama pull qwen2.5-coder:14b)" in out
-    assert "[!!] anthropic (anthropic)" in out and "NO_SUCH_KEY_SET is not set" in out
+    assert "[!!] anthropic (anthropic: Anthropic Messages API)" in out and "NO_SUCH_KEY_SET is not set" in out
     main(["status", "--config", str(config), "--json"])
     data = json.loads(capsys.readouterr().out)
     assert {d["name"]: d["ok"] for d in data} == {"box": True, "anthropic": False}

@@ -30,7 +30,7 @@ from stubs import (
     sse,
 )
 
-from dse.backends import AnthropicBackend, ChatRequest, Message, OllamaBackend, OpenAICompatBackend
+from dse.backends import AnthropicBackend, ChatRequest, Message, OllamaBackend, OpenAICompatBackend, make_backend
 from dse.config.model import BackendConfig, Secret
 
 
@@ -131,7 +131,9 @@ def openai_backend(
     """An OpenAI-protocol adapter of any backend type; `extra` is more of the backend block."""
     settings: dict[str, object] = {"api_key_env": "OPENAI_API_KEY", "timeout": timeout, **extra}
     config = BackendConfig(name="b", type=kind, api_key=Secret(key) if key else None, **settings)  # type: ignore[arg-type]
-    return OpenAICompatBackend(config)
+    adapter = make_backend(config)
+    assert isinstance(adapter, OpenAICompatBackend), f"{kind} speaks the OpenAI protocol"
+    return adapter
 
 
 def anthropic_backend(timeout: float = 5.0, key: str | None = ANTHROPIC_KEY) -> AnthropicBackend:

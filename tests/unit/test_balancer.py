@@ -12,8 +12,9 @@ from collections import Counter
 
 import pytest
 
-from dse.balance import BalancerSettings, EndpointPool, Lease, QueueFull, QueueTimeout, balancer_settings, pool_for
-from dse.balance.probes import LoadedModel, ServerReport
+from dse import QueueFull, QueueTimeout
+from dse.backends import LoadedModel, ServerReport, make_backend
+from dse.balance import BalancerSettings, EndpointPool, Lease, balancer_settings, pool_for
 from dse.config import load_config
 from dse.config.model import Endpoint
 from dse.errors import BackendUnavailable
@@ -84,7 +85,7 @@ def test_a_backend_block_balancer_reaches_its_pool(write) -> None:
     )
     backend = config.backends["box"]
     assert backend.balancer == {"policy": "random"}
-    built = pool_for(config, backend, backend.endpoints_for(None))
+    built = pool_for(config, backend, backend.endpoints_for(None), make_backend(backend))
     assert (built.settings.policy, built.settings.queue_timeout) == ("random", 5)
     assert [s.capacity for s in built.states] == [64, 3], "cloud default, then the configured max_concurrency"
 
@@ -235,7 +236,7 @@ def test_a_loading_server_is_skipped_while_another_is_ready() -> None:
 
 def test_a_server_without_the_model_is_skipped_and_one_that_cannot_tell_passes() -> None:
     probe = Reports(
-        **{A: ServerReport(models=frozenset({"other"})), B: ServerReport(models=frozenset({"llama3:latest"})), C: ServerReport()}
+        **{A: ServerReport(models=frozenset({"other"})), B: ServerReport(models=frozenset({"llama3:latest", "llama3"})), C: ServerReport()}
     )
     p = pool(A, B, C, probe=probe)
     read_all(p)
@@ -249,7 +250,7 @@ def test_a_server_without_the_model_is_skipped_and_one_that_cannot_tell_passes()
         return urls
 
     counts = run(many())
-    assert counts[A] == 0 and counts[B] > 0 and counts[C] > 0, "llama3 is llama3:latest to Ollama"
+    assert counts[A] == 0 and counts[B] > 0 and counts[C] > 0, "a server listing the model (under any name it answers to) takes it"
     assert p.states[0].reason == "skipped: does not have the model 'llama3'"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from dse.balance import BalancerSettings, EndpointPool, GpuReading, NvmlReader
 from dse.balance.gpu import read_endpoint_gpu
-from dse.balance.probes import LoadedModel, ServerReport
+from dse.backends import LoadedModel, ServerReport
 from dse.config.model import Endpoint
 
 A, B = "http://127.0.0.1:9001", "http://127.0.0.1:9002"
@@ -90,8 +90,8 @@ def test_a_model_that_must_be_loaded_needs_its_size_free() -> None:
     reader = Readings(g0=GpuReading("0", free_mb=3000), g1=GpuReading("1", free_mb=3000))
 
     async def probe(endpoint: Endpoint) -> ServerReport:
-        loaded = {"big:latest": LoadedModel("big:latest", 4 * gib, 4 * gib)} if endpoint.url == B else {}
-        return ServerReport(model_sizes={"big:latest": 4 * gib}, loaded=loaded)
+        loaded = {"big": LoadedModel("big:latest", 4 * gib, 4 * gib)} if endpoint.url == B else {}
+        return ServerReport(model_sizes={"big": 4 * gib}, loaded=loaded)
 
     p = gpu_pool(reader, probe)
     assert spread(p, model="big") == {B: 8}, "already loaded on B; A would first need 4096 MiB"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dse.balance import BalancerSettings, EndpointPool, Lease
-from dse.balance.probes import LoadedModel, ServerReport
+from dse.backends import LoadedModel, ServerReport
 from dse.config.model import Endpoint
 from dse.errors import BackendUnavailable
 
@@ -64,7 +64,7 @@ def test_capacity_and_filters_hold_under_any_sequence(specs, policy, ops, seed) 
         pending: list[asyncio.Task[Lease]] = []
         for op, index in ops:
             if op == "lease":
-                pending.append(asyncio.create_task(pool.lease(lambda url: url in healthy, model="m")))
+                pending.append(asyncio.create_task(pool.lease(lambda url: url in healthy, model=MODEL)))
             elif held:
                 held.pop(index % len(held)).end(ok=bool(index % 2))
             for _ in range(4):

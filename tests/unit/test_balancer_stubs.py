@@ -17,7 +17,7 @@ import pytest
 from stubs import Reply, StubServer, openai_chat, refused_url
 
 from dse.backends import Message
-from dse.balance.probes import HttpProbe, LoadedModel, ServerReport
+from dse.backends import LoadedModel, ServerReport, ServerReporter, make_backend
 from dse.config import load_config
 from dse.config.model import BackendConfig, Endpoint
 from dse.console import show_text, status_text
@@ -115,7 +115,9 @@ def test_two_endpoints_are_probed_in_the_background(servers, write) -> None:
 
 
 def probe(kind: str, url: str) -> ServerReport:
-    return asyncio.run(HttpProbe(BackendConfig(name="b", type=kind, base_url=url), kind)(Endpoint(url)))
+    adapter = make_backend(BackendConfig(name="b", type=kind, base_url=url))
+    assert isinstance(adapter, ServerReporter), f"a local type's adapter reports: {kind}"
+    return asyncio.run(adapter.report(url))
 
 
 def test_llamacpp_loading_then_slots_and_busy(stub: StubServer) -> None:
@@ -137,10 +139,11 @@ def test_ollama_models_sizes_and_offloading(stub: StubServer) -> None:
     stub.route("GET", "/api/tags", Reply(json={"models": [{"name": "llama3:latest", "size": 4_000_000_000}, {"name": "phi3:mini", "size": 2_000_000_000}]}))
     stub.route("GET", "/api/ps", Reply(json={"models": [{"name": "llama3:latest", "model": "llama3:latest", "size": 6_000_000_000, "size_vram": 3_000_000_000}]}))
     report = probe("ollama", stub.url)
-    assert report.models == {"llama3:latest", "phi3:mini"}
-    assert report.model_sizes == {"llama3:latest": 4_000_000_000, "phi3:mini": 2_000_000_000}
-    assert report.loaded == {"llama3:latest": LoadedModel("llama3:latest", 6_000_000_000, 3_000_000_000)}
-    assert report.loaded["llama3:latest"].offloaded
+    assert report.models == {"llama3:latest", "llama3", "phi3:mini"}, "llama3:latest also answers to llama3"
+    assert report.model_sizes == {"llama3:latest": 4_000_000_000, "llama3": 4_000_000_000, "phi3:mini": 2_000_000_000}
+    loaded = LoadedModel("llama3:latest", 6_000_000_000, 3_000_000_000)
+    assert report.loaded == {"llama3:latest": loaded, "llama3": loaded}
+    assert report.loaded["llama3"].offloaded
 
 
 @pytest.mark.parametrize("kv_name", ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"])

@@ -50,6 +50,7 @@ class Script:
     def __init__(self) -> None:
         self.answers: dict[str, list] = defaultdict(list)
         self.calls: list[tuple[str, str]] = []
+        self.windows: dict[str, int] = {}
 
     def next(self, endpoint: str, model: str):
         self.calls.append((endpoint, model))
@@ -75,6 +76,9 @@ class FakeBackend:
                 raise part
             yield StreamChunk(part)
         yield StreamChunk("", finish_reason="stop", usage=Usage(1, len(parts)))
+
+    async def context_limit(self, model: str, endpoint: str) -> int | None:
+        return self.script.windows.get(endpoint)
 
     async def aclose(self) -> None:
         pass
@@ -163,6 +167,19 @@ def test_context_too_long_moves_to_a_larger_window(setup) -> None:
     script.answers["http://p2"] = [ContextTooLong("too long")]
     response = ask(router, target)
     assert (response.backend, response.model) == ("secondary", "other-model")
+
+
+def test_the_window_the_server_reports_decides_what_counts_as_larger(setup) -> None:
+    """The catalog gives other-model 4096 tokens, but its server runs it with 1024: small-model's 2048 is larger."""
+    router, _, script, _ = setup
+    target = router.resolver.resolve(Intent("s", backend="secondary", model_key="generator")).target
+    script.answers["http://s1"] = [ContextTooLong("too long")]
+    script.windows["http://s1"] = 1024
+    response = ask(router, target)
+    assert (response.backend, response.model) == ("primary", "small-model")
+    script.windows.clear()
+    router.breakers = type(router.breakers)()
+    assert ask(router, target).backend == "big", "by the catalog alone, only the 131072-token model is larger"
 
 
 def test_everything_failing_raises_the_last_error_with_every_attempt(setup) -> None:

@@ -16,15 +16,15 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from dse.backends.registry import type_names
+from dse.config.schema import schema_text
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 DISE_FIXTURES = ROOT / "tests" / "fixtures" / "dise"
 FIXTURE_FILES = sorted(DISE_FIXTURES.glob("*.yaml"))
 
-BACKEND_TYPES = [
-    "ollama", "openai", "azure", "lmstudio", "vllm",
-    "llamacpp", "tabbyapi", "foundry", "openrouter", "anthropic",
-]
+BACKEND_TYPES = type_names()
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -111,13 +111,35 @@ def test_every_local_ref_resolves(name: str) -> None:
 
 
 def test_backend_type_lists_agree() -> None:
-    """The type enum, the llm: pattern and the legacy top-level pattern name the same ten types."""
+    """The type enum, the llm: pattern and the legacy top-level pattern name the registry's types."""
     schema = load_schema("config")
     pattern = "^(" + "|".join(BACKEND_TYPES) + ")$"
     assert sorted(schema["$defs"]["backendType"]["enum"]) == sorted(BACKEND_TYPES)
     assert list(schema["$defs"]["llm"]["patternProperties"]) == [pattern]
     assert list(schema["patternProperties"]) == [pattern]
     assert schema["patternProperties"][pattern].get("deprecated") is True
+
+
+def test_the_schema_files_are_what_the_registry_makes_them() -> None:
+    """A new backend type reaches the files with `make schemas`; a stale file fails here."""
+    for name in ("config", "workflow"):
+        assert (SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8") == schema_text(name), f"run `make schemas` ({name})"
+
+
+def test_the_validator_takes_backend_types_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry, not the file, decides which types validate: a type declared only there is accepted."""
+    from dse.backends import registry
+    from dse.config import schema
+
+    extended = {**registry.backend_types(), "koboldcpp": registry.backend_type("lmstudio")}
+    monkeypatch.setattr(schema, "type_names", lambda: tuple(extended))
+    fresh = Draft202012Validator(schema.schema_document("config"))
+    assert errors(fresh, {"llm": {"kobold": {"type": "koboldcpp"}, "koboldcpp": {}}}) == []
+    assert errors(config_validator_for_file(), {"llm": {"kobold": {"type": "koboldcpp"}}}) != []
+
+
+def config_validator_for_file() -> Draft202012Validator:
+    return Draft202012Validator(load_schema("config"))
 
 
 # --------------------------------------------------------------------------- DiSE guide fixtures

@@ -1,21 +1,37 @@
 """Wire-protocol adapters: each speaks one protocol and answers in the engine's own types.
 
-Three adapters cover every backend type: Anthropic's Messages API, Ollama's native API, and
-the OpenAI API for everything else (Azure included). The router sees only `Backend`.
+Each protocol module declares the backend types it serves (`registry.BackendType`): Anthropic's
+Messages API, Ollama's native API, and the OpenAI API with its server-specific variants (Azure,
+llama.cpp, vLLM). The router sees only `Backend`; the balancer asks a `ServerReporter`.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from ..config.model import BackendConfig
 from .anthropic import AnthropicBackend
-from .streams import collect
+from .azure import AzureBackend
+from .llamacpp import LlamaCppBackend
 from .ollama import OllamaBackend
 from .openai_compat import OpenAICompatBackend
-from .types import ChatRequest, ChatResponse, EmbedResponse, Health, Message, ModelEntry, StreamChunk, Usage
+from .registry import BackendType, backend_type, backend_types, is_backend_type, type_names
+from .types import (
+    Attempt,
+    ChatRequest,
+    ChatResponse,
+    EmbedResponse,
+    Health,
+    LoadedModel,
+    Message,
+    ModelEntry,
+    ServerReport,
+    StreamChunk,
+    Usage,
+)
+from .vllm import VllmBackend
 
 
 class Backend(Protocol):
@@ -47,41 +63,51 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-_ADAPTERS: dict[str, Callable[[BackendConfig], Backend]] = {
-    "anthropic": AnthropicBackend,
-    "ollama": OllamaBackend,
-}
+@runtime_checkable
+class ServerReporter(Protocol):
+    """An adapter for servers that say how loaded they are: what the balancer probes."""
 
-
-# The SDK each adapter imports on first use; Ollama's adapter speaks plain httpx.
-_SDKS: dict[str, str | None] = {"anthropic": "anthropic", "ollama": None}
+    async def report(self, endpoint: str) -> ServerReport:
+        """Never raises: an unreachable server is a report saying so, and what it does not say stays None."""
+        ...
 
 
 def preload_sdks(types: Iterable[str]) -> None:
     """Import the SDKs these backend types need now, so the first call does not pay for it."""
-    for module in sorted({_SDKS.get(t, "openai") for t in types} - {None}):  # type: ignore[type-var]
+    for module in sorted({sdk for name in types if (sdk := backend_type(name).sdk)}):
         importlib.import_module(module)
 
 
 def make_backend(config: BackendConfig) -> Backend:
-    """The adapter for a backend block's wire protocol; every other type speaks OpenAI's."""
-    return _ADAPTERS.get(config.type, OpenAICompatBackend)(config)
+    """The adapter its type declares for a backend block."""
+    return backend_type(config.type).adapter(config)
 
 
 __all__ = [
     "AnthropicBackend",
+    "Attempt",
+    "AzureBackend",
     "Backend",
+    "BackendType",
     "ChatRequest",
     "ChatResponse",
     "EmbedResponse",
     "Health",
+    "LlamaCppBackend",
+    "LoadedModel",
     "Message",
     "ModelEntry",
     "OllamaBackend",
     "OpenAICompatBackend",
+    "ServerReport",
+    "ServerReporter",
     "StreamChunk",
     "Usage",
-    "collect",
+    "VllmBackend",
+    "backend_type",
+    "backend_types",
+    "is_backend_type",
     "make_backend",
     "preload_sdks",
+    "type_names",
 ]

@@ -58,8 +58,8 @@ class ErrorContext:
 
     def from_status(self, status: int | None, body: object, headers: Mapping[str, str] | None = None) -> BackendError:
         """An HTTP error answer, or an error object sent mid-stream (then `status` is None or 200)."""
-        answered = status is not None and status >= 400
-        code = status if answered else _status_in(body)
+        code = status if status is not None and status >= 400 else _status_in(body)
+        answered = code == status
         origin = f"HTTP {code}" if answered else "sent mid-stream"
         message = self._clean(server_message(body) or origin)
         where = self._where

@@ -8,15 +8,18 @@ through `httpx` or through a vendor SDK that knows how to authenticate.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import Any
 
 import httpx
 
-from .types import Health
+from .types import Health, ServerReport
 
 HEALTH_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 120.0
+# A balancer probe runs beside live calls: it must answer quickly or be taken as unreachable.
+PROBE_TIMEOUT = 2.0
 
 
 def server_root(url: str) -> str:
@@ -83,3 +86,39 @@ async def probe_sdk(
     except sdk.APIError as exc:
         return Health(endpoint, reachable=False, ready=False, detail=f"cannot reach {endpoint}: {exc.__cause__ or exc}")
     return health_from_status(endpoint, status, time.perf_counter() - started, key_env=key_env)
+
+
+class Unreachable(Exception):
+    """A report's request got no HTTP answer at all: the whole report becomes "unreachable"."""
+
+
+async def fetch(client: httpx.AsyncClient, url: str, *, as_text: bool = False) -> tuple[int, Any]:
+    """Status and parsed body (None when it is not JSON); no answer at all raises `Unreachable`."""
+    try:
+        response = await client.get(url)
+    except httpx.TimeoutException:
+        raise Unreachable(f"no answer from {url} within {PROBE_TIMEOUT:g}s") from None
+    except httpx.HTTPError as exc:
+        raise Unreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+    if as_text:
+        return response.status_code, response.text
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
+
+
+async def gather_report(
+    headers: dict[str, str], ask: Callable[[httpx.AsyncClient], Awaitable[ServerReport]]
+) -> ServerReport:
+    """Run one report's requests on a client of its own, so a report never raises and never outlives its loop."""
+    async with httpx.AsyncClient(headers=headers, timeout=PROBE_TIMEOUT) as client:
+        try:
+            return await ask(client)
+        except Unreachable as exc:
+            return ServerReport(reachable=False, ready=False, detail=str(exc))
+
+
+def not_ready(url: str, status: int, key_env: str | None) -> ServerReport:
+    """A server that answered a report's request with an error status."""
+    return ServerReport(ready=False, detail=health_from_status(url, status, 0.0, key_env=key_env).detail)

@@ -18,6 +18,7 @@ from ..config.model import BackendConfig
 from ..errors import BadRequest
 from ._errors import ErrorContext
 from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, probe_sdk, server_root
+from .registry import CHAT_AND_STREAM, BackendType
 from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -178,3 +179,23 @@ class AnthropicBackend:
 def _prompt_tokens(usage: MessageUsage | MessageDeltaUsage) -> int:
     """`input_tokens` leaves out the cached part of the prompt; the engine counts the whole prompt."""
     return (usage.input_tokens or 0) + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+
+
+TYPES = (
+    BackendType(
+        "anthropic",
+        AnthropicBackend,
+        "Anthropic Messages API",
+        local=False,
+        default_url="https://api.anthropic.com",
+        key_env="ANTHROPIC_API_KEY",
+        auth_header="x-api-key",
+        auth_scheme="",
+        capabilities=CHAT_AND_STREAM,
+        sdk="anthropic",
+        directive_words=(r"anthropic(?:'s)?[ \t]+claude", r"anthropic", r"claude"),
+        model_pattern=r"claude|(?:opus|haiku|sonnet)$",
+        vendor=True,
+        default_models={None: "claude-3-5-sonnet-20241022", "triage": "claude-3-haiku-20240307"},
+    ),
+)

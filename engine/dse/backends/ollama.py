@@ -7,6 +7,7 @@ and how much VRAM they hold (`/api/ps`), and the context window a model really r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,8 +17,19 @@ import httpx
 
 from ..config.model import BackendConfig
 from ._errors import ErrorContext
-from ._http import DEFAULT_TIMEOUT, probe, response_body, server_root
-from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
+from ._http import DEFAULT_TIMEOUT, fetch, gather_report, not_ready, probe, response_body, server_root
+from .registry import BackendType, backend_type
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    EmbedResponse,
+    Health,
+    LoadedModel,
+    ModelEntry,
+    ServerReport,
+    StreamChunk,
+    Usage,
+)
 
 
 class OllamaBackend:
@@ -26,15 +38,13 @@ class OllamaBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.name = config.name
+        self.kind: BackendType = backend_type(config.type)
         self._http: httpx.AsyncClient | None = None
 
     @property
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            key = self.config.api_key
-            self._http = httpx.AsyncClient(
-                headers={**self.config.headers, **({"Authorization": f"Bearer {key.reveal()}"} if key else {})},
-            )
+            self._http = httpx.AsyncClient(headers=self.kind.auth_headers(self.config))
         return self._http
 
     def _timeout(self, request_timeout: float | None = None) -> float:
@@ -182,10 +192,45 @@ class OllamaBackend:
         lengths = [v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)]
         return lengths[0] if lengths else None
 
+    async def report(self, endpoint: str) -> ServerReport:
+        """Installed models and their sizes (`/api/tags`), and what is in memory now (`/api/ps`)."""
+        return await gather_report(self.kind.auth_headers(self.config), lambda client: self._models_report(client, endpoint))
+
+    async def _models_report(self, client: httpx.AsyncClient, endpoint: str) -> ServerReport:
+        root = server_root(endpoint)
+        (status, tags), (_, running) = await asyncio.gather(fetch(client, f"{root}/api/tags"), fetch(client, f"{root}/api/ps"))
+        if status >= 400:
+            return not_ready(endpoint, status, self.config.api_key_env)
+        loaded = {
+            alias: LoadedModel(ollama_name(m), _int(m.get("size")), _int(m.get("size_vram")))
+            for m in _models(running)
+            for alias in _aliases(m)
+        }
+        installed = {alias: _int(m.get("size")) for m in _models(tags) for alias in _aliases(m)}
+        sizes = {name: size for name, size in installed.items() if size}
+        models = frozenset(installed) | frozenset(loaded) if isinstance(tags, dict) else None
+        return ServerReport(models=models, model_sizes=sizes, loaded=loaded)
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+def ollama_name(model: Mapping[str, Any] | str) -> str:
+    """`llama3` and `llama3:latest` are one model to Ollama: its full name has a tag."""
+    name = model if isinstance(model, str) else str(model.get("name") or model.get("model") or "")
+    return name if ":" in name else f"{name}:latest"
+
+
+def _aliases(model: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every name a request may use for this model: `llama3:latest` also answers to `llama3`."""
+    name = ollama_name(model)
+    return (name, name.removesuffix(":latest")) if name.endswith(":latest") else (name,)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _parse_line(line: str, context: ErrorContext) -> dict[str, Any]:
@@ -218,3 +263,18 @@ def _entry(name: str, model: Mapping[str, Any], live: Mapping[str, Any] | None) 
         vram_bytes=live.get("size_vram") if live else None,
         context_window=live.get("context_length") if live else None,
     )
+
+
+TYPES = (
+    BackendType(
+        "ollama",
+        OllamaBackend,
+        "Ollama native API",
+        local=True,
+        default_url="http://localhost:11434",
+        start_hint="start it with `ollama serve`",
+        pull_hint="ollama pull {model}",
+        directive_words=(r"ollama",),
+        default_models={None: "llama3", "triage": "tinyllama", "generator": "qwen2.5-coder:14b"},
+    ),
+)

@@ -1,13 +1,10 @@
 """The OpenAI wire protocol, spoken through the official `openai` async SDK.
 
-One adapter serves every OpenAI-compatible server (OpenAI, Azure OpenAI, LM Studio, vLLM,
-llama.cpp, TabbyAPI, Foundry Local, OpenRouter). SDK retries are off: the router owns retries,
-and two layers retrying at once is how one failure turns into nine requests. The SDK is
-imported lazily so that `dse --help` does not pay for it.
-
-llama.cpp also answers native paths the OpenAI API lacks (`/health`, `/props`, `/slots`): they
-say whether the model is still loading and how much context each slot has, so for that type
-they are asked directly.
+One adapter serves every OpenAI-compatible server; server types with native extras (Azure's
+deployments, llama.cpp's `/health` and `/slots`, vLLM's `/metrics`) subclass it in modules of
+their own. SDK retries are off: the router owns retries, and two layers retrying at once is how
+one failure turns into nine requests. The SDK is imported lazily so that `dse --help` does not
+pay for it.
 """
 
 from __future__ import annotations
@@ -21,15 +18,13 @@ import httpx
 
 from ..config.model import BackendConfig
 from ._errors import ErrorContext
-from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, probe, probe_sdk, response_body, server_root
-from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
+from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, fetch, gather_report, not_ready, probe_sdk
+from .registry import BackendType, backend_type
+from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, ServerReport, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import CompletionUsage
-
-# A GA version that has chat, embeddings, models and `stream_options`; configs may pin another.
-_AZURE_API_VERSION = "2024-10-21"
 
 
 def api_base(url: str) -> str:
@@ -44,50 +39,39 @@ class OpenAICompatBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.name = config.name
+        self.kind: BackendType = backend_type(config.type)
         self._clients: dict[str, AsyncOpenAI] = {}
         self._native: httpx.AsyncClient | None = None
-
-    @property
-    def _llamacpp(self) -> bool:
-        return self.config.type == "llamacpp"
 
     def _client(self, endpoint: str) -> AsyncOpenAI:
         client = self._clients.get(endpoint)
         if client is None:
-            options: dict[str, Any] = {
-                "api_key": self.config.api_key.reveal() if self.config.api_key else "not-needed",
-                "organization": self.config.organization,
-                "max_retries": 0,
-                "timeout": self.config.timeout or DEFAULT_TIMEOUT,
-                "default_headers": dict(self.config.headers) or None,
-            }
-            if self.config.type == "azure":
-                from openai import AsyncAzureOpenAI
-
-                client = AsyncAzureOpenAI(
-                    azure_endpoint=endpoint, api_version=self.config.api_version or _AZURE_API_VERSION, **options
-                )
-            else:
-                from openai import AsyncOpenAI
-
-                client = AsyncOpenAI(base_url=api_base(endpoint), **options)
+            client = self._make_client(endpoint, self._client_options())
             self._clients[endpoint] = client
         return client
 
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "api_key": self.config.api_key.reveal() if self.config.api_key else "not-needed",
+            "organization": self.config.organization,
+            "max_retries": 0,
+            "timeout": self.config.timeout or DEFAULT_TIMEOUT,
+            "default_headers": dict(self.config.headers) or None,
+        }
+
+    def _make_client(self, endpoint: str, options: dict[str, Any]) -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(base_url=api_base(endpoint), **options)
+
     def _model_args(self, model: str) -> dict[str, Any]:
-        """On Azure the model is a deployment, which may pin its own API version over the client's."""
-        pinned = next((d.api_version for d in self.config.deployments.values() if d.deployment == model), None)
-        if self.config.type == "azure" and pinned:
-            return {"model": model, "extra_query": {"api-version": pinned}}
         return {"model": model}
 
+    def _missing_model_hint(self, endpoint: str, model: str) -> str:
+        return f"check the model id {model!r}; GET {api_base(endpoint)}/models lists what the server has"
+
     def _context(self, endpoint: str, model: str | None = None) -> ErrorContext:
-        if model is None:
-            hint = f"check the URL {endpoint}"
-        elif self.config.type == "azure":
-            hint = f"check the deployment name {model!r} (not the model name)"
-        else:
-            hint = f"check the model id {model!r}; GET {api_base(endpoint)}/models lists what the server has"
+        hint = f"check the URL {endpoint}" if model is None else self._missing_model_hint(endpoint, model)
         return ErrorContext.of(self.config, endpoint, hint)
 
     def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
@@ -185,9 +169,7 @@ class OpenAICompatBackend:
         )
 
     async def health(self, endpoint: str) -> Health:
-        """llama.cpp: `/health` (503 while loading). Others: `/v1/models`, where 401 is a bad key, not a dead server."""
-        if self._llamacpp:
-            return await probe(self._native_client(), endpoint, f"{server_root(endpoint)}/health", loading_on_503=True)
+        """A GET on `/v1/models`, where 401 is a bad key, not a dead server."""
         import openai
 
         models = self._client(endpoint).models.list(timeout=HEALTH_TIMEOUT)
@@ -208,42 +190,28 @@ class OpenAICompatBackend:
         return entries
 
     async def context_limit(self, model: str, endpoint: str) -> int | None:
-        """llama.cpp's per-slot context (`/props`, else `/slots`); the OpenAI API itself never says."""
-        if not self._llamacpp:
-            return None
-        context = self._context(endpoint, model)
-        root = server_root(endpoint)
-        props = await self._native_get(f"{root}/props", context)
-        if isinstance(props, dict):
-            settings = props.get("default_generation_settings") or {}
-            n_ctx = settings.get("n_ctx") or props.get("n_ctx")
-            if isinstance(n_ctx, int) and n_ctx > 0:
-                return n_ctx
-        slots = await self._native_get(f"{root}/slots", context)
-        if isinstance(slots, list) and slots and isinstance(slots[0], dict) and isinstance(slots[0].get("n_ctx"), int):
-            return int(slots[0]["n_ctx"])
+        """The OpenAI API never says; server types that do override this."""
         return None
 
+    async def report(self, endpoint: str) -> ServerReport:
+        """Which models the server offers (`/v1/models`): all a plain OpenAI-compatible server tells."""
+        return await gather_report(self.kind.auth_headers(self.config), lambda client: self._models_report(client, endpoint))
+
+    async def _models_report(self, client: httpx.AsyncClient, endpoint: str) -> ServerReport:
+        status, listing = await fetch(client, f"{api_base(endpoint)}/models")
+        if status >= 400:
+            return not_ready(endpoint, status, self.config.api_key_env)
+        data = listing.get("data") if isinstance(listing, dict) else None
+        models = frozenset(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m) if isinstance(data, list) else None
+        return ServerReport(models=models)
+
     def _native_client(self) -> httpx.AsyncClient:
+        """Plain HTTP for a server's native paths, with the same auth the SDK sends."""
         if self._native is None:
-            key = self.config.api_key
             self._native = httpx.AsyncClient(
-                timeout=self.config.timeout or DEFAULT_TIMEOUT,
-                headers={"Authorization": f"Bearer {key.reveal()}"} if key else None,
+                timeout=self.config.timeout or DEFAULT_TIMEOUT, headers=self.kind.auth_headers(self.config)
             )
         return self._native
-
-    async def _native_get(self, url: str, context: ErrorContext) -> object:
-        """A llama.cpp native path; None when this server does not have it (404, or disabled: 501)."""
-        try:
-            response = await self._native_client().get(url)
-        except httpx.HTTPError as exc:
-            raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException)) from None
-        if response.status_code in (404, 501):
-            return None
-        if response.status_code >= 400:
-            raise context.from_status(response.status_code, response_body(response), response.headers)
-        return response_body(response)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -256,3 +224,62 @@ class OpenAICompatBackend:
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:
     return Usage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+
+
+TYPES = (
+    BackendType(
+        "openai",
+        OpenAICompatBackend,
+        "OpenAI",
+        local=False,
+        default_url="https://api.openai.com/v1",
+        key_env="OPENAI_API_KEY",
+        sdk="openai",
+        directive_words=(r"open[ \t]?ai", r"open[ \t]?api", r"chat[ \t]?gpt", r"gpt"),
+        model_pattern=r"gpt-|o1|o3",
+        vendor=True,
+        default_models={None: "gpt-4o", "triage": "gpt-4o-mini"},
+    ),
+    BackendType(
+        "openrouter",
+        OpenAICompatBackend,
+        "OpenAI-compatible",
+        local=False,
+        default_url="https://openrouter.ai/api/v1",
+        key_env="OPENROUTER_API_KEY",
+        sdk="openai",
+        directive_words=(r"open[ \t]?router",),
+        model_pattern=r"[\w.-]+/",
+        default_models={None: "anthropic/claude-3.5-sonnet"},
+    ),
+    BackendType(
+        "lmstudio",
+        OpenAICompatBackend,
+        "OpenAI-compatible",
+        local=True,
+        default_url="http://localhost:1234/v1",
+        sdk="openai",
+        start_hint="start the local server in LM Studio (Developer tab)",
+        directive_words=(r"lm[ \t-]?studio",),
+    ),
+    BackendType(
+        "tabbyapi",
+        OpenAICompatBackend,
+        "OpenAI-compatible",
+        local=True,
+        default_url="http://localhost:5000/v1",
+        sdk="openai",
+        start_hint="start TabbyAPI (`./start.sh`)",
+        directive_words=(r"tabby[ \t]?api", r"tabby"),
+    ),
+    BackendType(
+        "foundry",
+        OpenAICompatBackend,
+        "OpenAI-compatible",
+        local=True,
+        default_url="http://localhost:5273/v1",
+        sdk="openai",
+        start_hint="start Foundry Local (`foundry service start`)",
+        directive_words=(r"foundry(?:[ \t]+local)?",),
+    ),
+)

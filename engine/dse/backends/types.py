@@ -6,6 +6,7 @@ journaling and printing are written once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -32,10 +33,6 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 @dataclass(frozen=True)
 class ChatResponse:
@@ -48,7 +45,6 @@ class ChatResponse:
     usage: Usage = field(default_factory=Usage)
     latency: float = 0.0
     finish_reason: str | None = None
-    time_to_first_token: float | None = None
     attempts: tuple[Attempt, ...] = ()
 
 
@@ -111,3 +107,37 @@ class ModelEntry:
     size_bytes: int | None = None
     vram_bytes: int | None = None
     context_window: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model a server holds in memory; `size_vram` below `size` means part of it runs on the CPU."""
+
+    name: str
+    size: int | None = None
+    size_vram: int | None = None
+
+    @property
+    def offloaded(self) -> bool:
+        """Partly on the CPU; a model with no VRAM at all runs on a CPU-only host, which is not a shortage."""
+        return bool(self.size and self.size_vram and self.size_vram < self.size)
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """What a local server says about itself at one moment, for the balancer; None means it did not say.
+
+    Model names are every name the server answers to (Ollama takes `llama3` for
+    `llama3:latest`), so a check is a plain membership test whatever the server type.
+    """
+
+    reachable: bool = True
+    ready: bool = True
+    detail: str = ""
+    slots: int | None = None
+    busy: int | None = None
+    waiting: int | None = None
+    kv_cache_usage: float | None = None
+    models: frozenset[str] | None = None
+    model_sizes: Mapping[str, int] = field(default_factory=dict)
+    loaded: Mapping[str, LoadedModel] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..config.model import Endpoint
 from .monitor import Reading
-from .probes import ServerReport, ollama_name
+from ..backends.types import ServerReport
 from .settings import BalancerSettings
 
 _MIB = 1024 * 1024
@@ -104,7 +104,7 @@ def screen(
 
 def has_model(server: ServerReport, model: str) -> bool:
     assert server.models is not None
-    return model in server.models or ollama_name(model) in server.models
+    return model in server.models
 
 
 def _memory_need(server: ServerReport | None, settings: BalancerSettings, model: str | None) -> tuple[float, str]:
@@ -119,7 +119,6 @@ def _memory_need(server: ServerReport | None, settings: BalancerSettings, model:
 def _unloaded_size(server: ServerReport | None, model: str | None) -> int | None:
     if server is None or model is None:
         return None
-    name = ollama_name(model)
-    if model in server.loaded or name in server.loaded:
+    if model in server.loaded:
         return None
-    return server.model_sizes.get(model) or server.model_sizes.get(name)
+    return server.model_sizes.get(model)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from ..config.model import Endpoint
 from .gpu import GpuReader, GpuReading, read_endpoint_gpu
-from .probes import Probe, ServerReport
+from ..backends.types import ServerReport
+
+# Asks one endpoint's server about itself; never raises (see `backends.ServerReporter`).
+Probe = Callable[[Endpoint], Awaitable[ServerReport]]
 
 
 @dataclass(frozen=True)

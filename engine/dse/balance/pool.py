@@ -24,24 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..config.model import Endpoint
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, QueueFull, QueueTimeout
 from .capacity import capacity_of
-from .eligibility import screen
+from .eligibility import Verdict, screen
 from .gpu import GpuReader
-from .monitor import EndpointMonitor, Reading
-from .probes import Probe
+from .monitor import EndpointMonitor, Probe, Reading
 from .settings import BalancerSettings, setting_path
 
 Allow = Callable[[str], bool]
 COOLING_DOWN = "cooling down after repeated failures"
-
-
-class QueueFull(BackendUnavailable):
-    """Every candidate endpoint is at capacity and `queue_limit` calls are already waiting."""
-
-
-class QueueTimeout(BackendUnavailable):
-    """A call waited `queue_timeout` seconds without an endpoint slot coming free."""
 
 
 @dataclass
@@ -86,6 +77,17 @@ class Lease:
             self.state.failed += 1
             self.state.streak += 1
         self.on_end(self.state, ok)
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """One endpoint as `dse status` shows it: capacity and its source, the latest reading, the verdict."""
+
+    endpoint: Endpoint
+    capacity: int
+    capacity_source: str
+    reading: Reading | None
+    verdict: Verdict
 
 
 @dataclass
@@ -157,6 +159,27 @@ class EndpointPool:
     async def refresh(self) -> None:
         """Read every endpoint now instead of in the background: for status and tests."""
         await asyncio.gather(*(self.monitor.refresh(s.endpoint) for s in self.states))
+
+    async def survey(self, timeout: float) -> list[EndpointView]:
+        """Read every endpoint now and judge them together, as the next call would be judged.
+
+        A reading that takes longer than `timeout` counts as unknown, so one hung server cannot
+        hold up the report on the others.
+        """
+
+        async def read(endpoint: Endpoint) -> Reading | None:
+            try:
+                return await asyncio.wait_for(self.monitor.refresh(endpoint), timeout)
+            except TimeoutError:
+                return None
+
+        readings = await asyncio.gather(*(read(s.endpoint) for s in self.states))
+        verdicts = screen([(s.endpoint, r) for s, r in zip(self.states, readings)], self.settings, None)
+        views = []
+        for state, reading, verdict in zip(self.states, readings, verdicts):
+            capacity, source = capacity_of(state.endpoint, reading.server if reading else None, self.default_capacity)
+            views.append(EndpointView(state.endpoint, capacity, source, reading, verdict))
+        return views
 
     def counts(self) -> dict[str, int]:
         """Calls served per endpoint URL: what `dse run` and the journal report."""

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from . import schema
 from .env import expand
 from .model import (
-    BACKEND_TYPES,
     AzureDeployment,
     BackendConfig,
     BreakerSettings,
@@ -35,26 +35,6 @@ from .yaml_source import KeyPath, YamlSource, read_yaml
 
 _RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balancer", "retry", "circuit_breaker")
 
-# What a backend named after its type gets when the user writes no block, or leaves keys out:
-# the vendors' documented defaults, so `backend: anthropic` alone means what it says.
-_DEFAULT_URLS = {
-    "ollama": "http://localhost:11434",
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "lmstudio": "http://localhost:1234/v1",
-    "vllm": "http://localhost:8000/v1",
-    "llamacpp": "http://localhost:8080",
-    "tabbyapi": "http://localhost:5000/v1",
-    "foundry": "http://localhost:5273/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-}
-_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "azure": "AZURE_OPENAI_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-}
-_AZURE_ENDPOINT_ENV = "AZURE_OPENAI_ENDPOINT"
 
 
 def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
@@ -93,7 +73,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
     errors: list[InputError] = []
     warnings: list[str] = []
     llm: dict[str, Any] = dict(data.get("llm") or {})
-    for legacy in [k for k in data if k in BACKEND_TYPES]:
+    for legacy in [k for k in data if is_backend_type(k)]:
         warnings.append(
             f"{source.locate((legacy,))}: a top-level `{legacy}:` block is the pre-multi-backend format; "
             f"it is read as `llm.{legacy}` (move it under `llm:`)"
@@ -109,7 +89,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
             continue
         path = block_paths[name]
         block_missing = sorted({v for p, vs in missing.items() if p[: len(path)] == path for v in vs})
-        backends[name] = _backend(name, block or {}, block_missing, source.locate(path), env, declared=True)
+        backends[name] = _backend(name, block or {}, block_missing, source.locate(path), env)
 
     defaults_raw = llm.get("global_defaults") or {}
     defaults = GlobalDefaults(**{k: defaults_raw.get(k) for k in GlobalDefaults.__dataclass_fields__})
@@ -132,16 +112,16 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
     for name, key_path in references:
         if name in backends:
             continue
-        if name in BACKEND_TYPES:
-            backends[name] = _backend(name, {}, [], source.locate(key_path), env, declared=False)
+        if is_backend_type(name):
+            backends[name] = _backend(name, {}, [], source.locate(key_path), env)
             continue
-        known = sorted(set(backends) | set(BACKEND_TYPES))
+        known = sorted(set(backends) | set(type_names()))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         errors.append(
             InputError(
                 f"unknown backend {name!r}",
                 location=source.locate(key_path),
-                hint=f"did you mean {close[0]!r}?" if close else f"declare `llm.{name}:` with a `type:` ({', '.join(BACKEND_TYPES)})",
+                hint=f"did you mean {close[0]!r}?" if close else f"declare `llm.{name}:` with a `type:` ({', '.join(type_names())})",
             )
         )
     if errors:
@@ -169,7 +149,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         circuit_breaker=BreakerSettings(**(llm.get("circuit_breaker") or {})),
         warnings=tuple(warnings),
         implicit={
-            t: _backend(t, {}, [], Location(source.file), env, declared=False) for t in BACKEND_TYPES if t not in backends
+            t: _backend(t, {}, [], Location(source.file), env) for t in type_names() if t not in backends
         },
     )
 
@@ -179,7 +159,7 @@ def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]
     errors = []
     for key_path, names in missing.items():
         in_block = len(key_path) >= 2 and key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS
-        if not (in_block or (key_path and key_path[0] in BACKEND_TYPES)):
+        if not (in_block or (key_path and is_backend_type(str(key_path[0])))):
             errors.append(
                 InputError(
                     f"environment variable {', '.join(names)} is not set",
@@ -191,14 +171,16 @@ def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]
 
 
 def _llm_path(data: dict[str, Any], key: str) -> KeyPath:
-    return ("llm", key) if key in (data.get("llm") or {}) else (next((k for k in data if k in BACKEND_TYPES), "llm"),)
+    return ("llm", key) if key in (data.get("llm") or {}) else (next((k for k in data if is_backend_type(k)), "llm"),)
 
 
 def _backend(
-    name: str, raw: dict[str, Any], missing: list[str], location: Location, env: Mapping[str, str], *, declared: bool
+    name: str, raw: dict[str, Any], missing: list[str], location: Location, env: Mapping[str, str]
 ) -> BackendConfig:
+    """A block with what its type declares filled in, so `backend: anthropic` alone means what it says."""
     btype = raw.get("type", name)
-    key_env = _KEY_ENV.get(btype)
+    kind = backend_type(btype)
+    key_env = kind.key_env
     api_key = raw.get("api_key")
     if api_key is None and key_env:
         api_key = env.get(key_env)
@@ -211,13 +193,13 @@ def _backend(
     elif raw.get("enabled") is False:
         reason = "disabled in config (enabled: false)"
     endpoint = raw.get("endpoint")
-    if btype == "azure" and not endpoint:
-        endpoint = env.get(_AZURE_ENDPOINT_ENV)
+    if not endpoint and kind.url_env:
+        endpoint = env.get(kind.url_env)
     managed = ManagedSettings(**raw["managed"]) if raw.get("managed") is not None else None
     return BackendConfig(
         name=name,
         type=btype,
-        base_url=raw.get("base_url") or (None if managed else _DEFAULT_URLS.get(btype)),
+        base_url=raw.get("base_url") or (None if managed else kind.default_url),
         api_key=Secret(api_key) if api_key else None,
         api_key_env=key_env,
         organization=raw.get("organization"),
@@ -234,7 +216,6 @@ def _backend(
         managed=managed,
         balancer=dict(raw.get("balancer") or {}),
         enabled=raw.get("enabled", True),
-        declared=declared,
         unavailable=reason,
         location=location,
     )

@@ -12,20 +12,6 @@ from typing import Mapping
 
 from ..errors import Location
 
-BACKEND_TYPES = (
-    "ollama",
-    "openai",
-    "azure",
-    "lmstudio",
-    "vllm",
-    "llamacpp",
-    "tabbyapi",
-    "foundry",
-    "openrouter",
-    "anthropic",
-)
-LOCAL_TYPES = frozenset({"ollama", "lmstudio", "vllm", "llamacpp", "tabbyapi", "foundry"})
-
 
 class Secret:
     """A string that refuses to be printed; call `reveal()` at the single place it is sent."""
@@ -104,13 +90,8 @@ class BackendConfig:
     managed: ManagedSettings | None = None
     balancer: Mapping[str, object] = field(default_factory=dict)
     enabled: bool = True
-    declared: bool = True
     unavailable: str | None = None
     location: Location | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return self.type in LOCAL_TYPES
 
     def endpoints_for(self, role: str | None) -> tuple[Endpoint, ...]:
         """Role-specific endpoints, else the ones for every role, else `base_url` alone."""
@@ -121,7 +102,7 @@ class BackendConfig:
             return (Endpoint(deployment.endpoint),)
         if None in self.endpoints:
             return self.endpoints[None]
-        url = self.endpoint if self.type == "azure" else self.base_url
+        url = self.endpoint or self.base_url
         return (Endpoint(url),) if url else ()
 
 

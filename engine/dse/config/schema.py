@@ -1,7 +1,9 @@
 """JSON Schema validation that speaks the user's language: file:line:col, key path, hint.
 
 The schemas in `schemas/` are the single source of truth for what input is valid; this module
-only turns jsonschema's findings into messages a person can act on, all at once.
+only turns jsonschema's findings into messages a person can act on, all at once. The one
+exception is the list of backend types: the backend registry owns it, the validator takes it
+from there, and `make schemas` writes it into the file for editors to read.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from ..backends.registry import type_names
 from ..errors import InputError, InputErrors
 from .yaml_source import YamlSource, dotted
 
@@ -29,11 +33,29 @@ def schema_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "schemas"
 
 
+def schema_document(name: str) -> dict[str, Any]:
+    """`schemas/<name>.schema.json`, with the registry's backend types where the config schema lists them."""
+    with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as handle:
+        document: dict[str, Any] = json.load(handle)
+    if name == "config":
+        names = type_names()
+        pattern = "^(" + "|".join(names) + ")$"
+        document["$defs"]["backendType"]["enum"] = list(names)
+        for holder in (document, document["$defs"]["llm"]):
+            (rule,) = holder["patternProperties"].values()
+            holder["patternProperties"] = {pattern: rule}
+    return document
+
+
+def schema_text(name: str) -> str:
+    """The file's text as it should be: what the test compares and `make schemas` writes."""
+    return json.dumps(schema_document(name), indent=2, ensure_ascii=False) + "\n"
+
+
 @cache
 def validator(name: str) -> Draft202012Validator:
-    """A cached validator for `schemas/<name>.schema.json`."""
-    with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as handle:
-        return Draft202012Validator(json.load(handle))
+    """A cached validator for a schema, as `schema_document` gives it."""
+    return Draft202012Validator(schema_document(name))
 
 
 def validate(source: YamlSource, schema_name: str, data: Any | None = None) -> None:
@@ -59,30 +81,31 @@ def _explain(source: YamlSource, error: ValidationError) -> InputError:
     if error.context:
         error = best_match(error.context)
     path = tuple(error.absolute_path)
+    rule: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    expected: Any = error.validator_value
     if any(is_secret_key(part) for part in path):
         return InputError("invalid value (not shown: it is a secret)", location=source.locate(path), hint=_rule(error))
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = [k for k in error.instance if k not in allowed and not _matches_pattern(error.schema, k)]
+        allowed = sorted(rule.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed and not _matches_pattern(rule, k)]
         key = unknown[0] if unknown else ""
         here = (*path, key) if key else path
         close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
         return InputError(f"unknown key {key!r}", location=source.locate(here), hint=hint)
     if error.validator == "required" and isinstance(error.instance, dict):
-        key = next((k for k in error.validator_value if k not in error.instance), "")
-        described = error.schema.get("properties", {}).get(key, {})
+        key = next((k for k in expected if k not in error.instance), "")
+        described = rule.get("properties", {}).get(key, {})
         return InputError(f"missing required key {key!r}", location=source.locate(path), hint=described.get("description"))
     if error.validator == "enum":
-        choices = [c for c in error.validator_value if isinstance(c, str)]
+        choices = [c for c in expected if isinstance(c, str)]
         close = difflib.get_close_matches(str(error.instance), choices, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(map(str, error.validator_value))}"
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(map(str, expected))}"
         return InputError(f"{error.instance!r} is not allowed here", location=source.locate(path), hint=hint)
-    description = error.schema.get("description") if isinstance(error.schema, dict) else None
-    return InputError(_short(error), location=source.locate(path), hint=description)
+    return InputError(_short(error), location=source.locate(path), hint=rule.get("description"))
 
 
-def _matches_pattern(schema: dict[str, Any], key: str) -> bool:
+def _matches_pattern(schema: Mapping[str, Any], key: str) -> bool:
     return any(re.search(pattern, key) for pattern in schema.get("patternProperties", {}))
 
 
@@ -102,6 +125,12 @@ def _short(error: ValidationError) -> str:
 def _rule(error: ValidationError) -> str:
     """What the value should have been, without the value itself."""
     if error.validator == "type":
-        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
-        return f"expected {expected}"
+        value: Any = error.validator_value
+        return f"expected {value if isinstance(value, str) else ' or '.join(value)}"
     return f"fails the schema rule {error.validator!r}"
+
+
+def write_schema_files() -> None:
+    """Bring the files up to date with the registry (`make schemas`), after a backend type is added."""
+    for name in ("config", "workflow"):
+        (schema_dir() / f"{name}.schema.json").write_text(schema_text(name), encoding="utf-8")

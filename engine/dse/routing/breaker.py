@@ -65,6 +65,3 @@ class BreakerBoard:
             breaker = CircuitBreaker(*self._settings)
             self._breakers[endpoint] = breaker
         return breaker
-
-    def states(self) -> dict[str, str]:
-        return {url: b.state for url, b in self._breakers.items()}

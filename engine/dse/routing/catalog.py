@@ -12,11 +12,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-LOCAL_BACKEND_TYPES = frozenset({"ollama", "llamacpp", "lmstudio", "vllm", "tabbyapi", "foundry", "local"})
+from ..backends.registry import backend_types
+
 PRICE_TIERS = ("free", "low", "medium", "high")
 
-_PROVIDER_PREFIXES = LOCAL_BACKEND_TYPES | {"openai", "anthropic", "azure", "openrouter"}
 _OVERRIDE_NUMBERS = ("speed", "cost", "quality")
 _HOSTED_OPEN_WEIGHTS_COST = 8.0
 
@@ -119,7 +120,8 @@ def known_models() -> tuple[str, ...]:
 
 def is_local(backend_type: str) -> bool:
     """Local servers run open weights on the user's hardware, so calls cost nothing."""
-    return backend_type.lower() in LOCAL_BACKEND_TYPES
+    kind = backend_types().get(backend_type.lower())
+    return kind is not None and kind.local
 
 
 def lookup(
@@ -200,7 +202,7 @@ def _without_provider(name: str) -> str:
     """Drop "anthropic/" (OpenRouter, Hugging Face) or "ollama:" (dse's backend prefix)."""
     if "/" in name:
         return name.rsplit("/", 1)[1]
-    if ":" in name and name.split(":", 1)[0] in _PROVIDER_PREFIXES:
+    if ":" in name and name.split(":", 1)[0] in backend_types():
         return name.split(":", 1)[1]
     return name
 
@@ -231,7 +233,7 @@ def _covers(override: object | None, window: object | None) -> bool:
 def _apply_override(info: ModelInfo, model: str, override: object) -> ModelInfo:
     if not isinstance(override, Mapping):
         raise ValueError(f"model_selector.models.{model} must be a mapping, not {type(override).__name__}")
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for key, value in override.items():
         if key == "context_window":
             changes[key] = _window(model, value)

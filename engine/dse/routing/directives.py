@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..backends.registry import backend_type, directive_words, is_backend_type, vendor_of
+
 _FLAGS = re.ASCII | re.IGNORECASE
 
 
@@ -31,26 +33,8 @@ class Directive:
     specialization: str | None
 
 
-_BACKEND_WORDS: tuple[tuple[str, str], ...] = (
-    (r"anthropic(?:'s)?[ \t]+claude", "anthropic"),
-    (r"anthropic", "anthropic"),
-    (r"claude", "anthropic"),
-    (r"azure[ \t]+open[ \t]?ai", "azure"),
-    (r"azure", "azure"),
-    (r"open[ \t]?router", "openrouter"),
-    (r"open[ \t]?ai", "openai"),
-    (r"open[ \t]?api", "openai"),
-    (r"chat[ \t]?gpt", "openai"),
-    (r"gpt", "openai"),
-    (r"ollama", "ollama"),
-    (r"lm[ \t-]?studio", "lmstudio"),
-    (r"vllm", "vllm"),
-    (r"llama[ \t.-]?cpp", "llamacpp"),
-    (r"tabby[ \t]?api", "tabbyapi"),
-    (r"tabby", "tabbyapi"),
-    (r"foundry(?:[ \t]+local)?", "foundry"),
-    (r"local(?:ly[ \t]+hosted)?", "local"),
-)
+# Each backend type declares the words that name it; "local" names whichever local server is configured.
+_BACKEND_WORDS: tuple[tuple[str, str], ...] = (*directive_words(), (r"local(?:ly[ \t]+hosted)?", "local"))
 
 _CRITERION_WORDS: tuple[tuple[str, str], ...] = (
     (r"fastest|quickest|speediest|fast|quick|lowest[ \t-]latency", "speed"),
@@ -77,8 +61,6 @@ _SPECIALIZATION_WORDS: tuple[tuple[str, str], ...] = (
     ),
     (r"chat(?:ting)?|conversations?|dialogue", "chat"),
 )
-
-_VENDOR_TYPES = frozenset({"anthropic", "openai"})
 
 
 def _alternation(table: tuple[tuple[str, str], ...]) -> str:
@@ -263,7 +245,7 @@ def _target_clause(match: re.Match[str]) -> _Clause:
     stated = backend is not None
     return _Clause(
         end=match.end(),
-        backend=_classify(backend, _BACKEND_WORDS) if stated else _vendor_of(model),
+        backend=_classify(backend, _BACKEND_WORDS) if stated else (vendor_of(model) if model else None),
         stated=stated,
         model=model,
         criterion=None,
@@ -274,19 +256,6 @@ def _target_clause(match: re.Match[str]) -> _Clause:
 def _canonical_model(raw: str) -> str:
     """Lower-case, and spell GPT names the way OpenAI does ("GPT4o" and "gpt 4" -> "gpt-4o", "gpt-4")."""
     return re.sub(r"^gpt[ \t-]?(?=\d)", "gpt-", raw.lower())
-
-
-def _vendor_of(model: str | None) -> str | None:
-    """Infer the backend type a bare model name implies, or None when many backends serve it."""
-    if model is None:
-        return None
-    if "/" in model:
-        return "openrouter"
-    if model.startswith("gpt-"):
-        return "openai"
-    if model.startswith("claude") or model in ("opus", "haiku", "sonnet"):
-        return "anthropic"
-    return None
 
 
 class _Disagreement(Exception):
@@ -320,6 +289,7 @@ def _merged_backend(first: _Clause, second: _Clause) -> str | None:
         return _agree(first.backend, second.backend)
     except _Disagreement:
         stated = [clause for clause in (first, second) if clause.stated]
-        if len(stated) == 1 and stated[0].backend not in _VENDOR_TYPES:
+        host = stated[0].backend if len(stated) == 1 else None
+        if host is not None and not (is_backend_type(host) and backend_type(host).vendor):
             return stated[0].backend
         raise

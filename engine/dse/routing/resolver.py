@@ -13,24 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config.model import BACKEND_TYPES, LOCAL_TYPES, BackendConfig, Config, ToolConfig
+from ..backends.registry import EMBEDDINGS, backend_type, type_names, vendor_of
+from ..balance.directory import EndpointDirectory
+from ..config.model import BackendConfig, Config, ToolConfig
 from ..errors import InputError, Location
 from . import catalog, directives, selector
 from .target import Target
 
-# What a backend with no `models:` block answers for a role: the guide's own recommendations,
-# so `backend: anthropic` with nothing else still resolves to something sensible.
-_BUILTIN_MODELS: dict[str, dict[str | None, str]] = {
-    "anthropic": {None: "claude-3-5-sonnet-20241022", "triage": "claude-3-haiku-20240307"},
-    "openai": {None: "gpt-4o", "triage": "gpt-4o-mini"},
-    "azure": {None: "gpt-4"},
-    "openrouter": {None: "anthropic/claude-3.5-sonnet"},
-    "ollama": {None: "llama3", "triage": "tinyllama", "generator": "qwen2.5-coder:14b"},
-    "llamacpp": {None: "smollm2"},
-}
 _DEFAULT_ROLE = "generator"
-# Model-name prefixes that say which vendor a bare name belongs to.
-_VENDOR_PREFIXES = {"claude": "anthropic", "gpt-": "openai", "o1": "openai", "o3": "openai"}
 
 
 @dataclass(frozen=True)
@@ -60,9 +50,9 @@ class Resolution:
 class Resolver:
     """Applies the resolution rules of one config; pure and cheap, so `dse plan` and `dse run` agree."""
 
-    def __init__(self, config: Config, managed_endpoints: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    def __init__(self, config: Config, endpoints: EndpointDirectory | None = None) -> None:
         self.config = config
-        self.managed_endpoints = dict(managed_endpoints or {})
+        self.endpoints = endpoints or EndpointDirectory()
 
     def resolve(self, intent: Intent) -> Resolution:
         reasons: list[str] = []
@@ -173,6 +163,12 @@ class Resolver:
                 hint="set llm.global_defaults.default_embedding_backend, or pass --backend",
             )
         backend = self._backend(name, Intent("embed"))
+        if EMBEDDINGS not in backend_type(backend.type).capabilities:
+            raise InputError(
+                f"backend {name!r} is of type {backend.type}, which has no embeddings",
+                location=backend.location,
+                hint="point default_embedding_backend (or --backend) at a backend that embeds, such as ollama or openai",
+            )
         model = backend.embedding_model or (backend.managed.model if backend.managed else None)
         if model is None:
             raise InputError(f"backend {name!r} has no embedding_model", hint=f"set llm.{name}.embedding_model")
@@ -188,19 +184,26 @@ class Resolver:
         fresh = self._target(backend, model, role, "fallback", [*target.reasons, f"fallback to {backend_name}: {why}"], Intent(role))
         return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=())
 
-    def larger_context(self, target: Target) -> Target | None:
-        """The available model with the next larger context window, preferring the same backend."""
+    def larger_context(self, target: Target, current: int) -> Target | None:
+        """The available model whose window beats `current`, the smallest such, preferring the same backend.
+
+        `current` is the window the failing model really has: what its server reports where
+        it says (a llama.cpp slot may hold far less than the model could), else the config's
+        or the catalog's figure.
+        """
+
         def window(backend: str, backend_type: str, model: str) -> int:
             config = self.config.find_backend(backend)
             return catalog.lookup(
                 model, backend_type, self.config.selector.models, config.context_windows if config else None
             ).context_window
 
-        current = window(target.backend, target.backend_type, target.model)
         larger = [
             (c.backend != target.backend, window(c.backend, c.backend_type, c.model), c)
             for c in self.candidates()
-            if c.available and window(c.backend, c.backend_type, c.model) > current
+            if c.available
+            and (c.backend, c.model) != (target.backend, target.model)
+            and window(c.backend, c.backend_type, c.model) > current
         ]
         if not larger:
             return None
@@ -245,19 +248,19 @@ class Resolver:
             weights = weights or selector.Weights(**self.config.selector.weights)
         except ValueError as exc:
             raise InputError(f"model selector: {exc}", location=location) from None
-        common = {
-            "overrides": self.config.selector.models,
-            "context_windows": {b.name: b.context_windows for b in self.config.backends.values()},
-        }
+        overrides = self.config.selector.models
+        windows = {b.name: b.context_windows for b in self.config.backends.values()}
         ranked = selector.rank(
             candidates,
             task=spec.get("task") or task,
             weights=weights,
             constraints=constraints,
             top_k=spec.get("top_k", top_k),
-            **common,
+            overrides=overrides,
+            context_windows=windows,
         )
-        return ranked, selector.explain_rejections(candidates, constraints=constraints, **common)
+        rejected = selector.explain_rejections(candidates, constraints=constraints, overrides=overrides, context_windows=windows)
+        return ranked, rejected
 
     def _select(
         self,
@@ -332,7 +335,7 @@ class Resolver:
             deployment = match.deployment if match else (backend.deployment_name or model)
         if backend.unavailable:
             reasons.append(f"note: backend {backend.name} is unavailable ({backend.unavailable}); fallbacks apply at run time")
-        endpoints = self.managed_endpoints.get(backend.name) or tuple(e.url for e in backend.endpoints_for(role))
+        endpoints = tuple(e.url for e in self.endpoints.endpoints(backend, role))
         return Target(
             backend=backend.name,
             backend_type=backend.type,
@@ -371,8 +374,8 @@ class Resolver:
             return backend.managed.model
         if backend.type == "azure" and backend.deployment_name:
             return backend.deployment_name
-        table = _BUILTIN_MODELS.get(backend.type, {None: "default"})
-        return table.get(role, table[None])
+        table = backend_type(backend.type).default_models
+        return table.get(role) or table.get(None) or "default"
 
     def _default_role(self, backend: BackendConfig) -> str:
         if _DEFAULT_ROLE in backend.models or not backend.models:
@@ -412,7 +415,7 @@ class Resolver:
                 location=intent.location,
                 hint=f"write it provider-prefixed, e.g. {sorted(b.name for b in owners)[0]}:{model}",
             )
-        vendor = next((t for p, t in _VENDOR_PREFIXES.items() if model.startswith(p)), None)
+        vendor = vendor_of(model)
         if vendor and vendor != self._type_of(default):
             typed = [b for b in self.config.backends.values() if b.type == vendor]
             if typed:
@@ -435,7 +438,7 @@ class Resolver:
         )
 
     def _backend_names(self) -> list[str]:
-        return sorted(set(self.config.backends) | set(BACKEND_TYPES))
+        return sorted(set(self.config.backends) | set(type_names()))
 
     def _backend_for_hint(self, hint: str) -> BackendConfig | None:
         """A directive names a vendor ("claude" -> anthropic) or "local"; find the block that serves it."""
@@ -443,7 +446,7 @@ class Resolver:
         if hint in backends:
             return backends[hint]
         if hint == "local":
-            return next((b for b in backends.values() if b.type in LOCAL_TYPES), None)
+            return next((b for b in backends.values() if backend_type(b.type).local), None)
         return next((b for b in backends.values() if b.type == hint), None)
 
     def _usable(self, name: str) -> bool:

@@ -5,7 +5,7 @@ One retry layer only: adapters run with SDK retries off and the executor hands a
 order for a call is: the target's backend (up to `attempts` tries on its healthy endpoints,
 waiting with exponential backoff and jitter, or as long as `Retry-After` says, capped), then
 each `fallback_backends` entry for the same role. "Context too long" moves to a model with a
-larger window instead. Every try is recorded on the response, or on the final error.
+larger window than the one the server says it runs with. Every try is recorded on the response, or on the final error.
 
 The router knows targets, pools and adapters; it does not know workflows or wire formats.
 """
@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TypeVar
 
-from ..backends import Backend, ChatRequest, ChatResponse, Message, make_backend
-from ..backends.types import Attempt, EmbedResponse, StreamChunk
+from ..backends import Attempt, Backend, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
 from ..balance import EndpointPool, Lease, pool_for
-from ..config.model import BackendConfig, Config, Endpoint, RetrySettings
+from ..config.model import BackendConfig, Config, RetrySettings
 from ..errors import (
     AuthError,
     BackendError,
@@ -50,14 +49,13 @@ class Router:
         config: Config,
         resolver: Resolver | None = None,
         *,
-        managed_endpoints: Mapping[str, Sequence[Endpoint]] | None = None,
         backend_factory: Callable[[BackendConfig], Backend] = make_backend,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver or Resolver(config)
-        self.managed_endpoints = dict(managed_endpoints or {})
+        self.endpoints = self.resolver.endpoints
         self.breakers = BreakerBoard(config.circuit_breaker.failures, config.circuit_breaker.cooldown)
         self._factory = backend_factory
         self._sleep = sleep
@@ -68,15 +66,15 @@ class Router:
     def pool(self, backend: str, role: str | None) -> EndpointPool:
         """Managed replicas share one pool; configured endpoints may differ per role."""
         config = self._config(backend)
-        key = (backend, None if backend in self.managed_endpoints or role not in config.endpoints else role)
+        key = (backend, self.endpoints.pool_role(config, role))
         pool = self._pools.get(key)
         if pool is None:
-            endpoints = self.managed_endpoints.get(backend) or config.endpoints_for(role)
+            endpoints = self.endpoints.endpoints(config, role)
             if not endpoints:
                 raise BackendUnavailable(
                     f"backend {backend!r} has no endpoint", backend=backend, hint=f"set llm.{backend}.base_url or endpoints"
                 )
-            pool = pool_for(self.config, config, endpoints, rng=self._rng)
+            pool = pool_for(self.config, config, endpoints, self.backend(backend), rng=self._rng)
             self._pools[key] = pool
         return pool
 
@@ -162,10 +160,10 @@ class Router:
         retry: Mapping[str, float] | None,
         call: Callable[[Backend, ChatRequest, Lease], Awaitable[T]],
     ) -> tuple[tuple[T, Target], list[Attempt]]:
-        policy = replace(self.config.retry, **retry) if retry else self.config.retry
+        policy = RetrySettings(**{**asdict(self.config.retry), **retry}) if retry else self.config.retry
         attempts: list[Attempt] = []
-        pending = [target, *(name for name in target.fallbacks)]
-        last: DseError | None = None
+        pending: list[Target | str] = [target, *target.fallbacks]
+        last: BackendError | None = None
         tried: set[tuple[str, str]] = set()
         while pending:
             item = pending.pop(0)
@@ -181,7 +179,8 @@ class Router:
                 return (await self._on_backend(current, messages, policy, call, attempts), current), attempts
             except ContextTooLong as exc:
                 last = exc
-                larger = self.resolver.larger_context(current)
+                window, _source = await self.context_limit(current)
+                larger = self.resolver.larger_context(current, window)
                 if larger is None:
                     break
                 pending.insert(0, larger)
@@ -233,10 +232,10 @@ class Router:
                 else:
                     breaker.release()
                 wait = self._wait(exc, number, policy)
-                last_try = number == policy.attempts or wait is None or not isinstance(exc, _RETRYABLE)
-                attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, 0.0 if last_try else wait))
-                if last_try:
+                if number == policy.attempts or wait is None or not isinstance(exc, _RETRYABLE):
+                    attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__))
                     raise
+                attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, wait))
                 await self._sleep(wait)
                 continue
             except BaseException:
@@ -251,7 +250,7 @@ class Router:
         """Seconds before the next try; None means do not retry here (a longer Retry-After than we honour)."""
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
-        backoff = min(policy.max_backoff, policy.backoff * 2 ** (number - 1))
+        backoff = min(policy.max_backoff, policy.backoff * 2.0 ** (number - 1))
         return backoff * (0.75 + 0.5 * self._rng.random())
 
     async def embed(self, target: Target, texts: Sequence[str]) -> EmbedResponse:

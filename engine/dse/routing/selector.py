@@ -48,7 +48,7 @@ class Weights:
 
     @property
     def total(self) -> float:
-        return sum(getattr(self, name) for name in CRITERIA)
+        return float(sum(getattr(self, name) for name in CRITERIA))
 
     @classmethod
     def for_criterion(cls, criterion: str, *, specialised: bool = False) -> Weights:

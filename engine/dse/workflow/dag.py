@@ -21,9 +21,9 @@ def dependencies(step: Step) -> set[str]:
     return set(step.needs) | step_references(*[t for t in texts if t])
 
 
-def build_dag(workflow: Workflow) -> nx.DiGraph:
+def build_dag(workflow: Workflow) -> nx.DiGraph[str]:
     """A DAG with an edge dependency -> dependant; unknown ids and cycles are located InputErrors."""
-    graph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     ids = [s.id for s in workflow.steps]
     errors: list[InputError] = []
     for step in workflow.steps:

@@ -77,6 +77,7 @@ class StepResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    first_token: float | None = None
     calls: int = 0
     attempts: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
@@ -345,6 +346,7 @@ class Executor:
             async for chunk in self.caller.stream(target, messages, retry=retry):
                 parts.append(chunk.text)
                 if chunk.text:
+                    result.first_token = chunk.elapsed if result.first_token is None else result.first_token
                     self.on_chunk(result.id, chunk.text)
                 if chunk.usage is not None:
                     result.prompt_tokens += chunk.usage.prompt_tokens

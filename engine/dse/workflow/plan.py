@@ -37,7 +37,7 @@ class PlannedStep:
 @dataclass(frozen=True)
 class Plan:
     workflow: Workflow
-    graph: nx.DiGraph
+    graph: nx.DiGraph[str]
     steps: dict[str, PlannedStep]
 
     @property

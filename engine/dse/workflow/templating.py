@@ -67,12 +67,17 @@ def step_references(*sources: Any) -> set[str]:
             except TemplateError:
                 continue
             for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-                if isinstance(node.node, nodes.Name) and node.node.name == "steps":
-                    if isinstance(node, nodes.Getattr):
-                        found.add(node.attr)
-                    elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                        found.add(node.arg.value)
+                if not (isinstance(node, (nodes.Getattr, nodes.Getitem)) and _is_steps(node.node)):
+                    continue
+                if isinstance(node, nodes.Getattr):
+                    found.add(node.attr)
+                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    found.add(node.arg.value)
     return found
+
+
+def _is_steps(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "steps"
 
 
 def strings_in(value: Any) -> list[str]:
