@@ -195,3 +195,10 @@ def test_embed_without_an_embedding_backend_says_which_key_to_set(capsys, write)
     config = write("config.yaml", TWO_BACKENDS)
     code, _, err = cli(capsys, "embed", "hi", "--config", str(config))
     assert code == 2 and "no embedding backend configured" in err and "default_embedding_backend" in err
+
+
+def test_embed_on_a_backend_type_without_embeddings_is_refused_before_any_call(capsys, write) -> None:
+    """The type declares what it can do: Anthropic has no embeddings, so no request is even tried."""
+    config = write("config.yaml", "llm:\n  backend: claude\n  claude: {type: anthropic, api_key: k, base_url: 'http://127.0.0.1:9'}\n")
+    code, _, err = cli(capsys, "embed", "hi", "--config", str(config), "--backend", "claude")
+    assert code == 2 and "type anthropic, which has no embeddings" in err

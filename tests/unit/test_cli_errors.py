@@ -66,6 +66,12 @@ def test_a_missing_llama_server_names_the_install_command_before_anything_starts
     assert not (tmp_path / ".dse").exists(), "no journal for a run that cannot start"
 
 
+def test_plan_runs_nothing_so_it_needs_no_llama_server(tmp_path: Path) -> None:
+    result = run_dse("plan", str(ROOT / "workflows" / "review.yaml"), "--config", CONFIG, cwd=tmp_path, env={"DSE_LLAMA_SERVER": "/nonexistent/llama-server"})
+    assert result.returncode == 0, result.stderr
+    assert "local" in result.stdout and "smollm2" in result.stdout
+
+
 def test_a_missing_model_file_is_a_setup_error(write, tmp_path: Path) -> None:
     config = write("config.yaml", "llm:\n  backend: local\n  local: {type: llamacpp, managed: {model: /no/such/model.gguf}}\n")
     workflow = write("wf.yaml", "name: t\nsteps:\n  - id: a\n    prompt: hi\n")
