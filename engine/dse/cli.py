@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
-    run.add_argument("--max-parallel", type=int, metavar="N", help="at most N steps at once")
+    run.add_argument("--max-parallel", type=_at_least_one, metavar="N", help="at most N steps at once")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
 
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     select = command("select", "rank the configured models for a task with the weighted model selector", 'dse select "Generate complex Python code with type hints" --max-cost medium')
     select.add_argument("task", help="what the model is for, in plain words")
-    select.add_argument("--top-k", type=int, metavar="N", help="how many to list (default: model_selector.top_k)")
+    select.add_argument("--top-k", type=_at_least_one, metavar="N", help="how many to list (default: model_selector.top_k)")
     select.add_argument("--max-cost", metavar="TIER|N", help="free, low, medium, high, or 0 (free) .. 10")
     select.add_argument("--min-speed", type=float, metavar="N", help="0 .. 10")
     select.add_argument("--min-context", type=int, metavar="TOKENS")
@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _at_least_one(text: str) -> int:
+    """A count argument: 0 or less would run nothing (or wait forever), so argparse refuses it with exit 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,6 +123,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     signal.signal(signal.SIGTERM, _terminate)
+    from .redact import RedactingStream, Redactor, collecting
+
+    streams = (sys.stdout, sys.stderr)
+    with collecting() as secrets:
+        sys.stdout, sys.stderr = (RedactingStream(stream, Redactor(secrets)) for stream in streams)
+        try:
+            return _dispatch(args)
+        finally:
+            for wrapped in (sys.stdout, sys.stderr):
+                if isinstance(wrapped, RedactingStream):
+                    wrapped.release()
+            sys.stdout, sys.stderr = streams
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; every secret a loaded config names is scrubbed from what it prints."""
     handler = {
         "run": _run,
         "plan": _plan,
@@ -177,6 +204,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{args.inputs}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise InputError(f"{args.inputs}:1:1: invalid JSON: nested too deeply to read") from None
         if not isinstance(loaded, dict):
             raise InputError(f"{args.inputs}: inputs must be a JSON object")
         values.update(loaded)
@@ -229,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
         print(console.run_json(result, calls))
     elif args.quiet:
         for value in result.outputs.values():
-            print(value)
+            print(console.printable(str(value)) if sys.stdout.isatty() else value)
     else:
         print(console.run_text(result, calls))
     return 0 if result.status == "done" else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from typing import IO, Any
@@ -15,6 +16,16 @@ from .workflow import Plan, RunResult, StepResult, Workflow
 from .workflow.journal import RunJournal, RunRecord
 
 _MARKS = {"waiting": "  ", "running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from a model or a server with its control characters shown, not obeyed.
+
+    On a terminal an escape sequence in an answer could clear the screen, retitle the window
+    or draw a fake `[ok]` line over a failure; `\x1b` printed as text does none of that.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
 
 
 def step_line(result: StepResult) -> str:
@@ -37,7 +48,7 @@ def step_line(result: StepResult) -> str:
     if result.reused:
         parts.append("(reused from the resumed run)")
     if result.error and result.status != "running":
-        parts.append(f"- {result.error}")
+        parts.append(f"- {printable(result.error)}")
     return "  ".join(parts)
 
 
@@ -73,6 +84,7 @@ class Progress:
             self.mid_line = False
 
     def chunk(self, step_id: str, text: str) -> None:
+        text = printable(text)
         if self.live:
             self.tails[step_id] = (self.tails.get(step_id, "") + text).replace("\n", " ")[-60:]
             self._redraw()
@@ -104,7 +116,7 @@ def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
     lines += calls_lines(calls)
     for name, value in result.outputs.items():
-        lines.append(f"\n== {name} ==\n{value}")
+        lines.append(f"\n== {name} ==\n{printable(str(value))}")
     return "\n".join(lines)
 
 
@@ -213,9 +225,9 @@ def runs_text(records: list[RunRecord]) -> str:
     for record in records:
         summary = record.summary()
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started"])) if summary["started"] else "-"
-        steps = ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items()))
+        steps = summary["problem"] or ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items()))
         seconds = f"{summary['seconds']:.1f}s" if summary["seconds"] is not None else "-"
-        lines.append(f"{record.id}  {summary['workflow']:<16} {summary['status']:<18} {when}  {seconds:>8}  {steps}")
+        lines.append(f"{record.id}  {summary['workflow'] or '-':<16} {summary['status']:<18} {when}  {seconds:>8}  {steps}")
     return "\n".join(lines)
 
 
@@ -238,13 +250,13 @@ def show_text(record: RunRecord) -> str:
             lines.append(f"  attempt: {json.dumps(attempt, default=str)}")
     if record.outputs:
         lines.append("")
-        lines += [f"== {name} ==\n{value}" for name, value in record.outputs.items()]
+        lines += [f"== {name} ==\n{printable(str(value))}" for name, value in record.outputs.items()]
     return "\n".join(lines)
 
 
 def _clip(value: Any, limit: int = 400) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text.replace("\n", "\\n")
+    text = printable(text.replace("\n", "\\n"))
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 

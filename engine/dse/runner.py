@@ -7,7 +7,7 @@ inputs. Only then is a journal opened and does the engine start what the plan ne
 
 from __future__ import annotations
 
-import asyncio
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +16,13 @@ from typing import Any
 from .config import Config, load_config
 from .engine import Engine
 from .local import find_llama_server, find_model
-from .errors import DseError
+from .errors import DseError, InputError
 from .backends import EmbedResponse
+from .redact import Redactor
 from .routing import Resolver, Target
 from .workflow import Executor, Plan, RunResult, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.executor import ChunkSink, EventSink, StepResult
-from .workflow.journal import RunJournal, file_digest, read_run, run_directory
+from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,20 @@ async def run_workflow(
     max_parallel: int | None = None,
     state_dir: Path = Path(".dse"),
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
-    """Run a prepared plan with a journal; returns the result and the calls each endpoint served."""
+    """Run a prepared plan with a journal; returns the result and the calls each endpoint served.
+
+    Once the journal exists it says how the run ended, whatever ends it: the executor records
+    a finish or an interruption, and anything that escapes before it could (a server that would
+    not start, Ctrl-C while starting, a bug) is recorded here, so no run is left "running or killed".
+    """
+    if max_parallel is not None and max_parallel < 1:
+        raise InputError(f"max_parallel must be 1 or more, got {max_parallel}")
     pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}
     _check_installed(prepared, pending)
+    _check_state_dir(state_dir)
+    redactor = Redactor([secret.reveal() for secret in prepared.config.secrets])
     if prepared.resume_id:
-        journal = RunJournal.reopen(state_dir, prepared.resume_id)
+        journal = RunJournal.reopen(state_dir, prepared.resume_id, redactor)
         journal.event("run_resumed", reused=sorted(prepared.reuse))
     else:
         journal = RunJournal.create(
@@ -97,20 +107,14 @@ async def run_workflow(
             workflow_name=prepared.workflow.name,
             config=prepared.config.path,
             inputs=prepared.inputs,
+            redactor=redactor,
         )
         journal.event("run_started")
-    if on_start is not None:
-        on_start(journal)
     try:
+        if on_start is not None:
+            on_start(journal)
         async with Engine(prepared.config, state_dir=state_dir) as engine:
-            try:
-                await engine.start(sorted(pending))
-            except asyncio.CancelledError:
-                journal.event("run_interrupted", running=[])
-                raise
-            except DseError as exc:
-                journal.event("run_failed", error=str(exc))
-                raise
+            await engine.start(sorted(pending))
             executor = Executor(
                 prepared.plan,
                 engine.router,
@@ -119,13 +123,53 @@ async def run_workflow(
                 on_event=on_event,
                 on_chunk=on_chunk,
                 max_parallel=max_parallel,
+                redactor=redactor,
             )
             result = await executor.run(prepared.inputs)
             calls = engine.router.calls_per_endpoint()
             journal.event("calls_per_endpoint", calls=calls)
             return result, calls
+    except BaseException as exc:
+        _record_end(journal, exc)
+        raise
     finally:
         journal.close()
+
+
+def _record_end(journal: RunJournal, exc: BaseException) -> None:
+    """Journal how `exc` ended the run, unless the executor already did (a finish, or an interruption)."""
+    try:
+        if read_run(journal.directory).ended:
+            return
+    except InputError:
+        pass  # a journal that cannot be read back still gets its ending written
+    if isinstance(exc, DseError):
+        journal.event("run_failed", error=str(exc))
+    elif isinstance(exc, Exception):
+        journal.event("run_failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    else:
+        journal.event("run_interrupted", running=[])
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """Journals and server logs can be written there; if not, that is bad input, found before anything starts.
+
+    Nothing is created to find out: the nearest part of the path that exists must be a
+    writable directory.
+    """
+    probe = state_dir / RUNS
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if not probe.is_dir():
+        problem = f"{probe} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"{probe} is not writable"
+    if problem:
+        raise InputError(
+            f"cannot keep run journals and logs in {state_dir}: {problem}",
+            hint="pass --state-dir DIR (or set $DSE_STATE_DIR) to a writable directory",
+        )
 
 
 def _all_steps(plan: Plan) -> list[tuple[str, Any]]:
@@ -144,6 +188,7 @@ async def embed(
     """Embeddings on the configured embedding backend, starting its managed servers if it has any."""
     config = load_config(config_path)
     target = Resolver(config).embedding_target(backend)
+    _check_state_dir(state_dir)
     async with Engine(config, state_dir=state_dir) as engine:
         await engine.start([target.backend])
         return target, await engine.router.embed(target, texts)

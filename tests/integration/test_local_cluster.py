@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +60,15 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _argv0(pid: int) -> bytes:
+    """The program a process runs, by name, as /proc shows it ("" once it is gone)."""
+    try:
+        first = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return b""
+    return first.rsplit(b"/", 1)[-1]
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_no_server_outlives_dse_however_it_ends(tmp_path: Path, write, how: signal.Signals) -> None:
     workflow = write(
@@ -77,8 +85,8 @@ def test_no_server_outlives_dse_however_it_ends(tmp_path: Path, write, how: sign
     try:
         assert wait_until(lambda: len(_children(process.pid) & llama_server_pids()) == 2, timeout=60)
         servers = _children(process.pid) & llama_server_pids()
-        assert wait_until(lambda: any(_children(process.pid) - servers), timeout=60), "the sleep step starts"
-        time.sleep(0.2)
+        # The step's process has exec'd `sleep` (not just been forked): the run is mid-step.
+        assert wait_until(lambda: any(_argv0(c) == b"sleep" for c in _children(process.pid) - servers), timeout=60), "the sleep step starts"
         os.kill(process.pid, how)
         process.wait(timeout=30)
         assert wait_until(lambda: not (servers & llama_server_pids()), timeout=15), "servers outlived dse"

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,21 @@ from dse.runner import prepare, run_workflow
 WORKFLOW = "name: one\nsteps:\n  - id: ask\n    tool: asker\noutputs: {answer: '{{ steps.ask.output }}'}\n"
 TOOLS = "tools:\n  asker: {llm: {model_key: generator}, prompt: 'Say hi.'}\n"
 
+# Every server here echoes the key back in its answer, as servers that log or debug do.
+KEY = "sk-stub-secret"
 # type -> (extra block keys, chat path on the server, reply)
 PROTOCOLS = {
-    "openai": ("", "/v1/chat/completions", openai_chat("hi from openai")),
-    "lmstudio": ("", "/v1/chat/completions", openai_chat("hi from lmstudio")),
-    "vllm": ("", "/v1/chat/completions", openai_chat("hi from vllm")),
-    "llamacpp": ("", "/v1/chat/completions", openai_chat("hi from llamacpp")),
-    "tabbyapi": ("", "/v1/chat/completions", openai_chat("hi from tabbyapi")),
-    "foundry": ("", "/v1/chat/completions", openai_chat("hi from foundry")),
-    "openrouter": ("    headers: {X-Title: dse}\n", "/v1/chat/completions", openai_chat("hi from openrouter")),
+    "openai": ("", "/v1/chat/completions", openai_chat(f"hi from openai ({KEY})")),
+    "lmstudio": ("", "/v1/chat/completions", openai_chat(f"hi from lmstudio ({KEY})")),
+    "vllm": ("", "/v1/chat/completions", openai_chat(f"hi from vllm ({KEY})")),
+    "llamacpp": ("", "/v1/chat/completions", openai_chat(f"hi from llamacpp ({KEY})")),
+    "tabbyapi": ("", "/v1/chat/completions", openai_chat(f"hi from tabbyapi ({KEY})")),
+    "foundry": ("", "/v1/chat/completions", openai_chat(f"hi from foundry ({KEY})")),
+    "openrouter": ("    headers: {X-Title: dse}\n", "/v1/chat/completions", openai_chat(f"hi from openrouter ({KEY})")),
     "azure": ("    api_version: '2024-08-01-preview'\n    deployments: {generator: {deployment: dep-1, model: gpt-4o}}\n",
-              "/openai/deployments/dep-1/chat/completions", openai_chat("hi from azure")),
-    "anthropic": ("", "/v1/messages", anthropic_message("hi from anthropic")),
-    "ollama": ("", "/api/chat", ollama_chat("hi from ollama")),
+              "/openai/deployments/dep-1/chat/completions", openai_chat(f"hi from azure ({KEY})")),
+    "anthropic": ("", "/v1/messages", anthropic_message(f"hi from anthropic ({KEY})")),
+    "ollama": ("", "/api/chat", ollama_chat(f"hi from ollama ({KEY})")),
 }
 
 
@@ -54,14 +55,14 @@ def test_one_step_reaches_every_backend_type_by_config_alone(kind: str, stub: St
     prepared = prepare(write("wf.yaml", WORKFLOW), config)
     result, calls = asyncio.run(run_workflow(prepared, state_dir=tmp_path / ".dse"))
     assert result.status == "done", result.steps["ask"].error
-    assert result.outputs["answer"] == f"hi from {kind}"
+    assert result.outputs["answer"] == f"hi from {kind} (***)", "an echoed key is scrubbed before anything sees it"
     (request,) = stub.calls("POST", path)
     body = request.json
     assert body["model"] == ("dep-1" if kind == "azure" else f"model-{kind}")
     assert "Say hi." in json.dumps(body["messages"])
     assert sum(calls["target"].values()) == 1
     journal = next((tmp_path / ".dse" / "runs").iterdir()) / "events.jsonl"
-    assert "sk-stub-secret" not in journal.read_text(), "secrets never reach the journal"
+    assert KEY not in journal.read_text() and "(***)" in journal.read_text(), "secrets never reach the journal"
 
 
 def test_failover_to_the_fallback_backend_is_recorded(write, tmp_path: Path) -> None:
@@ -82,6 +83,20 @@ def test_failover_to_the_fallback_backend_is_recorded(write, tmp_path: Path) -> 
         assert [t["error_kind"] for t in step.tries] == ["BackendUnavailable", "BackendUnavailable"]
 
 
+def finished_steps(state_root: Path) -> set[str]:
+    """Steps the run journal under `state_root/.dse` records as finished (a torn last line is skipped)."""
+    finished = set()
+    for journal in (state_root / ".dse" / "runs").glob("*/events.jsonl"):
+        for line in journal.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "step_finished":
+                finished.add(event["id"])
+    return finished
+
+
 def test_a_run_killed_mid_way_resumes_with_exactly_the_unfinished_work(stub: StubServer, write, tmp_path: Path) -> None:
     stub.route("POST", "/v1/chat/completions", openai_chat("fine"))
     marker = tmp_path / "gate-started"
@@ -98,7 +113,9 @@ def test_a_run_killed_mid_way_resumes_with_exactly_the_unfinished_work(stub: Stu
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(marker.exists, timeout=60), "the gate step started"
-        time.sleep(0.3)
+        # Kill only once the journal holds every step that can finish before the gate: then the
+        # resume below has exactly `c` left, however slowly this machine ran the rest.
+        assert wait_until(lambda: finished_steps(tmp_path) == {"a", "b", "side"}, timeout=60), finished_steps(tmp_path)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
     finally:

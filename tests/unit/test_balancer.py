@@ -344,9 +344,18 @@ async def take(p: EndpointPool, count: int, *, hold: bool = False) -> list[str]:
 
 
 def test_least_loaded_fills_by_capacity_and_weight() -> None:
-    p = pool(Endpoint(A, max_concurrency=4), Endpoint(B, max_concurrency=1), Endpoint(C, max_concurrency=2, weight=2))
-    urls = run(take(p, 7, hold=True))
-    assert Counter(urls) == {A: 4, B: 1, C: 2}
+    """Load is calls in flight / (slots x weight): A 6 slots, B 2, C 2 slots at weight 2 (counts as 4).
+
+    Fewer calls than slots are held, so "every slot ends up full" cannot pass for this: round
+    robin follows the weights alone (C, A, B, C, ...) and random whatever its draws give.
+    """
+    for seed in range(5):
+        p = pool(Endpoint(A, max_concurrency=6), Endpoint(B, max_concurrency=2), Endpoint(C, max_concurrency=2, weight=2), seed=seed)
+        urls = run(take(p, 6, hold=True))
+        assert set(urls[:3]) == {A, B, C}, "no endpoint takes a second call while another is idle"
+        assert urls[3:] == [A, C, A], "then A (1/6), C (1/4), A (2/6): the lowest load each time"
+        assert Counter(urls) == {A: 3, B: 1, C: 2}
+        assert [s.in_flight for s in p.states] == [3, 1, 2]
 
 
 def test_least_loaded_counts_what_the_server_says_it_is_busy_with() -> None:

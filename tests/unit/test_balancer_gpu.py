@@ -213,3 +213,24 @@ def test_the_real_nvml_agrees_with_itself_by_index_and_uuid() -> None:
     assert by_index.total_mb == by_uuid.total_mb and by_index.total_mb and by_index.total_mb > 0
     assert by_index.free_mb is not None and 0 <= by_index.free_mb <= by_index.total_mb
     assert by_index.utilization is not None and 0 <= by_index.utilization <= 100
+
+
+def test_a_pool_reads_the_real_gpu_and_skips_it_below_the_memory_floor() -> None:
+    """On a machine with a GPU: the pool's own reading of GPU 0 decides, and says why, in MiB the GPU reports."""
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError as exc:
+        pytest.skip(f"no NVML on this machine: {exc}")
+    endpoints = [Endpoint(A, gpu=0), Endpoint(B, gpu="no-such-gpu")]
+    impossible = BalancerSettings(min_free_gpu_memory_mb=10**9)
+    p = EndpointPool(endpoints, settings=impossible, gpu=NvmlReader())
+    asyncio.run(p.refresh())
+    reading = p.monitor.current(endpoints[0])
+    assert reading is not None and reading.gpu is not None and reading.gpu.free_mb is not None
+    assert spread(p, count=4) == {B: 4}, "GPU 0 has less than 10^9 MiB free; the unknown GPU passes"
+    assert p.states[0].reason.startswith(f"skipped: GPU 0 has {reading.gpu.free_mb:.0f} MiB free")
+    roomy = EndpointPool(endpoints, settings=BalancerSettings(min_free_gpu_memory_mb=1), gpu=NvmlReader())
+    asyncio.run(roomy.refresh())
+    assert sum(spread(roomy, count=4).values()) == 4 and roomy.states[0].reason == "eligible"

@@ -101,14 +101,19 @@ def test_two_endpoints_are_probed_in_the_background(servers, write) -> None:
     a, b = servers
     router, target = router_for(write, f"llm:\n  backend: v\n  v: {{type: vllm, endpoints: ['{a.url}/v1', '{b.url}/v1'], models: {{generator: m}}}}\n")
 
+    def probed() -> bool:
+        return all(stub.calls("GET", "/v1/models") and stub.calls("GET", "/metrics") for stub in servers)
+
     async def run() -> None:
         await router.chat(target, [Message("user", "hi")])
-        await asyncio.sleep(0.3)
+        # The probes go out in the background: wait for the stubs to record them (10 s is only a safety net).
+        async with asyncio.timeout(10):
+            while not probed():
+                await asyncio.sleep(0.01)
         await router.aclose()
 
     asyncio.run(run())
-    for stub in servers:
-        assert stub.calls("GET", "/v1/models") and stub.calls("GET", "/metrics"), "readiness, models and load, read aside"
+    assert probed(), "readiness, models and load, read aside"
 
 
 # ---- what each server type's probe reads --------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dise_guide
 import pytest
 from helpers import CONFIG, ROOT
 
@@ -37,10 +38,41 @@ def test_validate_accepts_the_shipped_files(capsys) -> None:
     assert code == 0 and out.startswith("ok: ") and err == ""
 
 
-@pytest.mark.parametrize("fixture", sorted((ROOT / "tests" / "fixtures" / "dise").glob("*.yaml")), ids=lambda p: p.stem)
-def test_validate_accepts_every_dise_snippet(capsys, fixture: Path) -> None:
-    code, out, err = cli(capsys, "validate", "--config", str(fixture))
+@pytest.mark.parametrize("name", dise_guide.NAMES)
+def test_validate_and_plan_show_every_dise_snippet_as_the_guide_says(
+    capsys, monkeypatch: pytest.MonkeyPatch, write, name: str
+) -> None:
+    """With no API keys set: validate passes with only the guide's warnings; plan shows each call's target
+    (tests/dise_guide.py), and says so where that backend is unavailable until its variable is set."""
+    for variable in dise_guide.KEYS:
+        monkeypatch.delenv(variable, raising=False)
+    guide = dise_guide.GUIDE[name]
+    config = str(dise_guide.fixture(name))
+    code, out, err = cli(capsys, "validate", "--json", "--config", config)
     assert code == 0, err
+    shown = json.loads(out)
+    assert shown["valid"] is True and shown["config"] == config
+    assert len(shown["warnings"]) == len(guide.warnings)
+    assert all(expected in warning for warning, expected in zip(shown["warnings"], guide.warnings))
+    if not guide.calls:
+        return
+    steps = [
+        {"id": c.step, "prompt": "hi", **({"tool": c.tool} if c.tool else {}), **({"model_key": c.model_key} if c.model_key else {})}
+        for c in guide.calls
+    ]
+    workflow = write("wf.yaml", json.dumps({"name": "probe", "steps": steps}))
+    code, out, err = cli(capsys, "plan", str(workflow), "--json", "--config", config)
+    assert code == 0, err
+    planned = {s["step"]: s for s in json.loads(out)["steps"]}
+    for call in guide.calls:
+        step = planned[call.step]
+        assert (step["backend"], step["model"], step["role"], step["deployment"]) == (call.backend, call.model, call.role, call.deployment), call.step
+        assert tuple(step["fallbacks"]) == call.fallbacks, call.step
+        # $AZURE_OPENAI_ENDPOINT is unset here: that endpoint is unknown, a deployment's own is not.
+        assert tuple(step["endpoints"]) == tuple(e for e in call.endpoints if e != dise_guide.AZURE_URL), call.step
+        unavailable = guide.blocks[call.backend].unavailable
+        note = f"note: backend {call.backend} is unavailable ({unavailable}); fallbacks apply at run time"
+        assert (note in step["reasons"]) == (unavailable is not None), (call.step, step["reasons"])
 
 
 def test_plan_explains_every_step(capsys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dise_guide
 import pytest
 
 from dse.config import load_config
@@ -11,7 +12,6 @@ from dse.config.export import to_data
 from dse.errors import InputError, InputErrors
 
 ROOT = Path(__file__).resolve().parents[2]
-DISE = sorted((ROOT / "tests" / "fixtures" / "dise").glob("*.yaml"))
 
 
 def test_embedded_default_config_loads() -> None:
@@ -24,10 +24,45 @@ def test_embedded_default_config_loads() -> None:
     assert {"triage", "reviewer", "summarizer"} <= set(config.tools)
 
 
-@pytest.mark.parametrize("path", DISE, ids=lambda p: p.stem)
-def test_every_dise_guide_snippet_loads(path: Path) -> None:
-    config = load_config(path, environ={})
+@pytest.mark.parametrize("name", dise_guide.NAMES)
+def test_every_dise_guide_snippet_loads_as_the_guide_says(name: str) -> None:
+    """Each block, role, endpoint, window and default of the snippet, as tests/dise_guide.py spells it out."""
+    guide = dise_guide.GUIDE[name]
+    path = dise_guide.fixture(name)
+    config = load_config(path, environ=dise_guide.KEYS)
     assert config.path == str(path)
+    assert (config.backend, config.default_backend, config.fallback_backends) == (
+        guide.backend, guide.default_backend, guide.fallbacks
+    )
+    assert (config.defaults.temperature, config.defaults.max_tokens) == (guide.temperature, guide.max_tokens)
+    assert config.defaults.default_embedding_backend == (guide.embedding[0] if guide.embedding else None)
+    assert (config.selector.enabled, dict(config.selector.weights)) == (guide.selector_enabled, dict(guide.weights))
+    assert list(config.backends) == list(guide.blocks), "every declared backend, and no other"
+    assert sorted(config.tools) == sorted(guide.tools)
+    for backend, block in guide.blocks.items():
+        loaded = config.backends[backend]
+        where = loaded.endpoint if loaded.type == "azure" else loaded.base_url
+        assert (loaded.type, where, dict(loaded.models)) == (block.type, block.url, dict(block.models)), backend
+        assert loaded.api_key_env == block.key_env and (loaded.api_key is not None) == (block.key_env is not None), backend
+        assert loaded.unavailable is None, f"{backend}: with every variable set, nothing is missing"
+        assert {role: tuple(e.url for e in urls) for role, urls in loaded.endpoints.items()} == dict(block.endpoints), backend
+        assert dict(loaded.context_windows) == dict(block.context_windows), backend
+        assert loaded.embedding_model == block.embedding_model, backend
+        deployments = {role: (d.deployment, d.model, d.endpoint) for role, d in loaded.deployments.items()}
+        assert deployments == dict(block.deployments), backend
+        assert (loaded.api_version, loaded.deployment_name) == (block.api_version, block.deployment_name), backend
+    assert len(config.warnings) == len(guide.warnings)
+    for shown, expected in zip(config.warnings, guide.warnings):
+        assert expected in shown and shown.startswith(f"{path}:"), "a warning names the file and line"
+
+
+@pytest.mark.parametrize("name", dise_guide.NAMES)
+def test_a_dise_snippet_without_its_variables_loads_with_those_backends_unavailable(name: str) -> None:
+    """A missing secret is a reason a backend cannot be used, not a load error; the rest stays usable."""
+    guide = dise_guide.GUIDE[name]
+    config = load_config(dise_guide.fixture(name), environ={})
+    assert {n: b.unavailable for n, b in config.backends.items()} == {n: b.unavailable for n, b in guide.blocks.items()}
+    assert all(b.api_key is None for b in config.backends.values())
 
 
 def test_yaml_syntax_error_names_line_and_column(write) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dise_guide
 import pytest
 
 from dse.config import load_config
@@ -59,31 +60,53 @@ def where(resolver: Resolver, **intent) -> tuple[str, str]:
 # --- the DiSE guide, snippet by snippet ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fixture", "tool", "backend", "model"),
-    [
-        ("02_quickstart_all_anthropic", None, "anthropic", "claude-3-5-sonnet-20241022"),
-        ("03_quickstart_multi_backend", None, "anthropic", "claude-3-5-sonnet-20241022"),
-        ("05_backend_ollama", None, "ollama", "qwen2.5-coder:14b"),
-        ("06_backend_openai", None, "openai", "gpt-4"),
-        ("09_backend_lmstudio", None, "lmstudio", "local-model"),
-        ("10_tools_option1_global_backend", "my_tool", "anthropic", "claude-3-5-sonnet-20241022"),
-        ("11_tools_option2_override_per_tool", "expensive_tool", "anthropic", "claude-3-opus-20240229"),
-        ("12_tools_option3_mixed_backends", "cheap_tool", "ollama", "qwen2.5-coder:14b"),
-        ("12_tools_option3_mixed_backends", "expensive_tool", "openai", "gpt-4"),
-        ("13_model_key", "my_tool", "anthropic", "claude-3-5-sonnet-20241022"),
-        ("14_direct_model", "my_tool", "anthropic", "claude-3-5-sonnet-20241022"),
-        ("16_pattern1_cost_optimization", "critical_analysis", "anthropic", "claude-3-opus-20240229"),
-        ("17_pattern2_speed_optimization", None, "openai", "gpt-4-turbo"),
-        ("18_pattern3_privacy_first", None, "ollama", "qwen2.5-coder:14b"),
-        ("22_migration_before", None, "ollama", "qwen2.5-coder:14b"),
-        ("23_migration_after", None, "ollama", "qwen2.5-coder:14b"),
-        ("24_migration_override_per_tool", "complex_reasoning", "anthropic", "claude-3-5-sonnet-20241022"),
-    ],
-)
-def test_dise_guide_configs_resolve_as_the_guide_says(fixture: str, tool: str | None, backend: str, model: str) -> None:
-    resolver = Resolver(load_config(DISE / f"{fixture}.yaml", environ=KEYS))
-    assert where(resolver, tool=tool) == (backend, model)
+CALLS = [(name, call) for name in dise_guide.NAMES for call in dise_guide.GUIDE[name].calls]
+
+
+@pytest.mark.parametrize(("name", "call"), CALLS, ids=[f"{n}-{c.step}" for n, c in CALLS])
+def test_dise_guide_configs_resolve_as_the_guide_says(name: str, call: dise_guide.Call) -> None:
+    """Backend, model, role, deployment, endpoints and fallback chain of each call, per tests/dise_guide.py."""
+    guide = dise_guide.GUIDE[name]
+    resolver = Resolver(load_config(dise_guide.fixture(name), environ=dise_guide.KEYS))
+    tool = resolver.config.tools[call.tool] if call.tool else None
+    target = resolver.resolve(Intent(call.step, tool=tool, model_key=call.model_key)).target
+    assert (target.backend, target.model, target.role) == (call.backend, call.model, call.role)
+    assert (target.deployment, target.endpoints) == (call.deployment, call.endpoints)
+    assert target.wire_model == (call.deployment or call.model), "Azure is addressed by deployment"
+    assert (target.temperature, target.max_tokens) == (guide.temperature, guide.max_tokens)
+    assert target.fallbacks == call.fallbacks
+    chain = [resolver.retarget(target, fallback) for fallback in target.fallbacks]
+    assert [(t.backend, t.model) for t in chain] == list(call.fallback_targets)
+    assert all(t.role == target.role for t in chain), "a fallback serves the same role"
+
+
+@pytest.mark.parametrize("name", dise_guide.NAMES)
+def test_dise_guide_embeddings_go_where_the_guide_says(name: str) -> None:
+    guide = dise_guide.GUIDE[name]
+    resolver = Resolver(load_config(dise_guide.fixture(name), environ=dise_guide.KEYS))
+    if guide.embedding is None:
+        with pytest.raises(InputError, match="no embedding backend configured"):
+            resolver.embedding_target()
+    else:
+        target = resolver.embedding_target()
+        assert (target.backend, target.model) == guide.embedding
+    for backend in guide.no_embeddings:
+        with pytest.raises(InputError, match="has no embeddings"):
+            resolver.embedding_target(backend)
+
+
+def test_dise_selector_snippet_alone_has_no_backend_to_resolve_to() -> None:
+    """15_model_selector configures only the selector: a step has nowhere to go, and says so."""
+    resolver = Resolver(load_config(dise_guide.fixture("15_model_selector"), environ=dise_guide.KEYS))
+    with pytest.raises(InputError, match="no backend to use"):
+        resolver.resolve(Intent("s"))
+
+
+def test_dise_model_key_retargets_every_tool_when_the_backend_model_changes(write) -> None:
+    """13_model_key: "change the model once and all tools update"."""
+    text = dise_guide.fixture("13_model_key").read_text().replace('generator: "claude-3-5-sonnet-20241022"', 'generator: "claude-3-haiku-20240307"')
+    resolver = resolver_for(text, write)
+    assert where(resolver, tool="my_tool") == ("anthropic", "claude-3-haiku-20240307")
 
 
 def test_dise_cost_pattern_routes_roles_to_their_models() -> None:

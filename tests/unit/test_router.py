@@ -167,6 +167,13 @@ def test_context_too_long_moves_to_a_larger_window(setup) -> None:
     script.answers["http://p2"] = [ContextTooLong("too long")]
     response = ask(router, target)
     assert (response.backend, response.model) == ("secondary", "other-model")
+    assert waits == [] and [a.error_kind for a in response.attempts] == ["ContextTooLong", None]
+    # The fallback chain ends at `secondary`; only the escalation knows `big`, the one window larger still.
+    script.answers["http://s1"] = [ContextTooLong("too long")]
+    script.calls.clear()
+    response = ask(router, target)
+    assert (response.backend, response.model) == ("big", "qwen2.5-coder:14b")
+    assert [c[0] for c in script.calls][1:] == ["http://s1", "http://b1"], "one request per window, no retries"
 
 
 def test_the_window_the_server_reports_decides_what_counts_as_larger(setup) -> None:

@@ -12,12 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+import dise_guide
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
 from dse.backends.registry import type_names
-from dse.config.schema import schema_text
+from dse.config.schema import schema_text, validate
+from dse.config.yaml_source import dotted, parse_yaml
+from dse.errors import InputError, InputErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -106,6 +109,8 @@ def test_every_local_ref_resolves(name: str) -> None:
     walk(schema)
     assert refs
     for ref in refs:
+        if ref == schema["$schema"]:
+            continue  # a step's output_schema is itself a schema of the draft this file declares
         assert ref.startswith("#/$defs/"), ref
         assert ref.removeprefix("#/$defs/") in schema["$defs"], f"dangling $ref {ref}"
 
@@ -145,26 +150,57 @@ def config_validator_for_file() -> Draft202012Validator:
 # --------------------------------------------------------------------------- DiSE guide fixtures
 
 
-def test_all_dise_snippets_have_fixtures() -> None:
+def test_all_dise_snippets_have_fixtures_and_expectations() -> None:
     # quick starts 3, top-level config 1, backend blocks 5, tools options 3, model key/direct 2,
     # model_selector 1, advanced patterns 5, env var 1, migration before/after/override 3
     assert len(FIXTURE_FILES) == 24, [p.name for p in FIXTURE_FILES]
+    assert [p.stem for p in FIXTURE_FILES] == dise_guide.NAMES, "each fixture's behaviour is spelled out in tests/dise_guide.py"
 
 
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
 def test_dise_fixture_is_annotated(path: Path) -> None:
+    """The header names the guide section whose behaviour tests/dise_guide.py asserts for this file."""
     lines = path.read_text(encoding="utf-8").splitlines()
     header = [line for line in lines if line.startswith("#")]
     assert lines[0] == "# yaml-language-server: $schema=../../../schemas/config.schema.json"
-    assert any(line.startswith("# DiSE guide: ") for line in header), "missing '# DiSE guide:' comment"
+    assert f"# DiSE guide: {dise_guide.GUIDE[path.stem].section}" in header
     assert any(line.startswith("# expect: ") for line in header), "missing '# expect:' comment"
 
 
+def _mappings(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        yield path
+        for key, value in node.items():
+            yield from _mappings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _mappings(value, (*path, index))
+
+
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
-def test_dise_fixture_validates(path: Path, config_validator: Draft202012Validator) -> None:
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    assert errors(config_validator, document) == []
+def test_dise_fixture_validates_and_the_schema_guards_each_of_its_blocks(path: Path) -> None:
+    """Valid as the guide wrote it; and no block of it is a free-for-all.
+
+    A stray nested key is put into every mapping of the snippet in turn: the schema must
+    reject each one at that key path, so a block whose schema were loosened to accept
+    anything (and so "validate" every snippet) fails here.
+    """
+    source = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    validate(source, "config")
+    probed = list(_mappings(source.data))
+    assert len(probed) >= 2
+    for where in probed:
+        document = copy.deepcopy(source.data)
+        node = document
+        for key in where:
+            node = node[key]
+        node["zz_stray"] = {"nested": 1}
+        with pytest.raises(InputError) as caught:
+            validate(source, "config", document)
+        found = caught.value.errors if isinstance(caught.value, InputErrors) else [caught.value]
+        stray = dotted((*where, "zz_stray"))
+        assert any(e.location and (e.location.key or "").startswith(stray) for e in found), (where, [str(e) for e in found])
+        assert all(e.location and e.location.file == str(path) for e in found)
 
 
 # --------------------------------------------------------------------------- config: positive cases
@@ -331,9 +367,94 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("document", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
-def test_bad_config_is_rejected(document: dict[str, Any], config_validator: Draft202012Validator) -> None:
-    assert errors(config_validator, document), "expected a schema error"
+# What a user is told for each bad config: the key path it points at, and the message.
+CONFIG_ERRORS: dict[str, tuple[str | None, str]] = {
+    "unknown-top-level-key": ("llms", "unknown key 'llms'"),
+    "unknown-legacy-block-name": ("gpu_a", "unknown key 'gpu_a'"),
+    "unknown-key-in-backend-block": ("llm.ollama.base_uri", "unknown key 'base_uri'"),
+    "unknown-key-in-named-backend-block": ("llm.local.model", "unknown key 'model'"),
+    "fallback-backends-as-string": ("llm.fallback_backends", 'expected array, got str "ollama"'),
+    "fallback-backends-duplicate": ("llm.fallback_backends", "['ollama', 'ollama'] has non-unique elements"),
+    "named-block-without-type": ("llm.gpu_a", "missing required key 'type'"),
+    "bad-backend-type": ("llm.gpu_a.type", "'olama' is not allowed here"),
+    "endpoint-item-without-url": ("llm.ollama.endpoints[0]", "missing required key 'url'"),
+    "endpoint-item-zero-weight": ("llm.ollama.endpoints[0].weight", "0 is out of range (exclusiveMinimum 0)"),
+    "endpoint-item-unknown-key": ("llm.ollama.endpoints[0].gpus", "unknown key 'gpus'"),
+    "endpoint-item-number": ("llm.ollama.endpoints[0]", "expected string or object, got int 11434"),
+    "endpoint-item-zero-concurrency": ("llm.ollama.endpoints[0].max_concurrency", "0 is out of range (minimum 1)"),
+    "endpoint-item-negative-gpu": ("llm.ollama.endpoints[0].gpu", "-1 is out of range (minimum 0)"),
+    "endpoints-empty-list": ("llm.ollama.endpoints", "[] should be non-empty"),
+    "endpoints-role-as-string": ("llm.ollama.endpoints.overseer", 'expected array, got str "http://a:1"'),
+    "models-value-not-string": ("llm.ollama.models.overseer", "expected string, got int 3"),
+    "context-window-zero": ("llm.ollama.context_windows.llama3", "0 is out of range (minimum 1)"),
+    "headers-value-not-string": ("llm.ollama.headers.X-Retries", "expected string, got int 3"),
+    "azure-deployment-without-deployment": ("llm.azure.deployments.overseer", "missing required key 'deployment'"),
+    "azure-deployment-unknown-key": ("llm.azure.deployments.overseer.region", "unknown key 'region'"),
+    "managed-zero-replicas": ("llm.local.managed.replicas", "0 is out of range (minimum 1)"),
+    "managed-too-many-slots": ("llm.local.managed.parallel", "65 is out of range (maximum 64)"),
+    "managed-tiny-context": ("llm.local.managed.ctx_size", "128 is out of range (minimum 256)"),
+    "managed-unknown-key": ("llm.local.managed.port", "unknown key 'port'"),
+    "balancer-bad-policy": ("llm.balancer.policy", "'fastest' is not allowed here"),
+    "balancer-utilization-over-100": ("llm.balancer.max_gpu_utilization", "150 is out of range (maximum 100)"),
+    "global-defaults-unknown-key": ("llm.global_defaults.default_model", "unknown key 'default_model'"),
+    "global-defaults-temperature-too-high": ("llm.global_defaults.temperature", "3 is out of range (maximum 2)"),
+    "global-defaults-zero-max-tokens": ("llm.global_defaults.max_tokens", "0 is out of range (minimum 1)"),
+    "timeout-zero": ("llm.ollama.timeout", "0 is out of range (exclusiveMinimum 0)"),
+    "selector-unknown-weight": ("model_selector.weights.latency", "unknown key 'latency'"),
+    "selector-negative-weight": ("model_selector.weights.speed", "-1 is out of range (minimum 0)"),
+    "selector-score-over-10": ("model_selector.models.llama3.speed", "11 is out of range (maximum 10)"),
+    "tool-unknown-key": ("tools.reviewer.model", "unknown key 'model'"),
+    "tool-bad-type": ("tools.reviewer.type", "'python' is not allowed here"),
+    "tool-llm-unknown-key": ("tools.reviewer.llm.model_name", "unknown key 'model_name'"),
+    "tool-not-an-object": ("tools.reviewer", 'expected object, got str "llm"'),
+}
+# Hints that point at the fix, where the schema knows it.
+CONFIG_HINTS = {
+    "unknown-top-level-key": "did you mean 'llm'?",
+    "unknown-key-in-backend-block": "did you mean 'base_url'?",
+    "bad-backend-type": "did you mean 'ollama'?",
+    "endpoint-item-unknown-key": "did you mean 'gpu'?",
+    "balancer-bad-policy": "one of: least_loaded, round_robin, random",
+    "tool-llm-unknown-key": "did you mean 'model_key'?",
+}
+# Known wrong answers, kept visible: strict, so fixing the engine turns them into failures to remove.
+def located_error(document: Any, schema_name: str, file: str) -> InputError:
+    """The one error `dse` reports for `document` written out as YAML, through the engine's validator."""
+    text = yaml.safe_dump(document, sort_keys=False)
+    source = parse_yaml(text, file)
+    with pytest.raises(InputError) as caught:
+        validate(source, schema_name)
+    error = caught.value
+    assert not isinstance(error, InputErrors), f"one mistake, one error: {error}"
+    assert error.location is not None and error.location.file == file
+    if error.location.key is not None:
+        # The line named is the one that holds the key (or, for a list item, the item).
+        line = text.splitlines()[error.location.line - 1]
+        last = error.location.key.rsplit(".", 1)[-1]
+        name = last.split("[", 1)[0]
+        assert (line.lstrip().startswith("-") if last.endswith("]") else f"{name}:" in line), (error.location, line)
+        assert str(error).startswith(f"{file}:{error.location.line}:{error.location.column}: {error.location.key}: ")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("name", "document"),
+    [
+        pytest.param(n, d, id=n)
+        for n, d in BAD_CONFIGS.items()
+    ],
+)
+def test_bad_config_is_rejected_at_its_key_with_what_is_wrong(name: str, document: dict[str, Any]) -> None:
+    key, message = CONFIG_ERRORS[name]
+    error = located_error(document, "config", "config.yaml")
+    assert error.location is not None
+    assert (error.location.key, error.message) == (key, message)
+    if name in CONFIG_HINTS:
+        assert error.hint == CONFIG_HINTS[name]
+
+
+def test_every_bad_config_has_its_expected_error() -> None:
+    assert set(CONFIG_ERRORS) == set(BAD_CONFIGS)
 
 
 # --------------------------------------------------------------------------- workflows
@@ -456,9 +577,67 @@ BAD_WORKFLOWS = {
 }
 
 
-@pytest.mark.parametrize("document", BAD_WORKFLOWS.values(), ids=BAD_WORKFLOWS.keys())
-def test_bad_workflow_is_rejected(document: dict[str, Any], workflow_validator: Draft202012Validator) -> None:
-    assert errors(workflow_validator, document), "expected a schema error"
+ID_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
+RUN_ALONE = "A `run` step executes a command; it cannot also have `tool`, `prompt` or `workflow`."
+WORKFLOW_ALONE = "A `workflow` step runs a sub-workflow; it cannot also have `tool` or `prompt`."
+WORKFLOW_ERRORS: dict[str, tuple[str | None, str]] = {
+    "run-as-string": ("steps[0].run", 'expected array, got str "git diff --stat"'),
+    "run-empty": ("steps[0].run", "[] should be non-empty"),
+    "run-item-a-mapping": ("steps[0].run[1]", 'expected string or number, got dict {"seconds": 1}'),
+    "step-id-with-spaces": ("steps[0].id", f"'my step' does not match the pattern {ID_PATTERN}"),
+    "step-id-starting-with-digit": ("steps[0].id", f"'1st' does not match the pattern {ID_PATTERN}"),
+    "step-without-id": ("steps[0]", "missing required key 'id'"),
+    # A step needs one of tool, prompt, run or workflow; the schema names the first of them.
+    "step-does-nothing": ("steps[0]", "missing required key 'tool'"),
+    "step-only-with": ("steps[0]", "missing required key 'tool'"),
+    "run-with-tool": ("steps[0]", "invalid combination of keys at steps[0]"),
+    "run-with-prompt": ("steps[0]", "invalid combination of keys at steps[0]"),
+    "run-with-workflow": ("steps[0]", "invalid combination of keys at steps[0]"),
+    "workflow-with-tool": ("steps[0]", "invalid combination of keys at steps[0]"),
+    "workflow-with-prompt": ("steps[0]", "invalid combination of keys at steps[0]"),
+    "unknown-step-key": ("steps[0].depends_on", "unknown key 'depends_on'"),
+    "needs-bad-id": ("steps[0].needs[0]", f"'not an id' does not match the pattern {ID_PATTERN}"),
+    "needs-duplicate": ("steps[0].needs", "['a', 'a'] has non-unique elements"),
+    "retry-zero-attempts": ("steps[0].retry.attempts", "0 is out of range (minimum 1)"),
+    "retry-unknown-key": ("steps[0].retry.delay", "unknown key 'delay'"),
+    "timeout-zero": ("steps[0].timeout", "0 is out of range (exclusiveMinimum 0)"),
+    "bad-output-kind": ("steps[0].output", "'yaml' is not allowed here"),
+    "select-unknown-key": ("steps[0].select.fastest", "unknown key 'fastest'"),
+    "for-each-number": ("steps[0].for_each", "expected string or array, got int 3"),
+    "missing-name": (None, "missing required key 'name'"),
+    "missing-steps": (None, "missing required key 'steps'"),
+    "empty-steps": ("steps", "[] should be non-empty"),
+    "unknown-top-level-key": ("jobs", "unknown key 'jobs'"),
+    "bad-input-type": ("inputs.n.type", "'int' is not allowed here"),
+    "input-unknown-key": ("inputs.n.kind", "unknown key 'kind'"),
+    "env-bad-name": ("env[0]", "'NOT-A-VAR' does not match the pattern ^[A-Za-z_][A-Za-z0-9_]*$"),
+    "max-parallel-zero": ("max_parallel", "0 is out of range (minimum 1)"),
+    "output-not-string": ("outputs.r", "expected string, got int 1"),
+}
+WORKFLOW_HINTS = {
+    "run-with-tool": RUN_ALONE,
+    "run-with-prompt": RUN_ALONE,
+    "run-with-workflow": RUN_ALONE,
+    "workflow-with-tool": WORKFLOW_ALONE,
+    "workflow-with-prompt": WORKFLOW_ALONE,
+    "bad-input-type": "did you mean 'integer'?",
+    "bad-output-kind": "one of: text, json",
+    "retry-unknown-key": "allowed keys: attempts, backoff",
+}
+
+
+@pytest.mark.parametrize(("name", "document"), BAD_WORKFLOWS.items(), ids=BAD_WORKFLOWS.keys())
+def test_bad_workflow_is_rejected_at_its_key_with_what_is_wrong(name: str, document: dict[str, Any]) -> None:
+    key, message = WORKFLOW_ERRORS[name]
+    error = located_error(document, "workflow", "wf.yaml")
+    assert error.location is not None
+    assert (error.location.key, error.message) == (key, message)
+    if name in WORKFLOW_HINTS:
+        assert error.hint == WORKFLOW_HINTS[name]
+
+
+def test_every_bad_workflow_has_its_expected_error() -> None:
+    assert set(WORKFLOW_ERRORS) == set(BAD_WORKFLOWS)
 
 
 @pytest.mark.parametrize(

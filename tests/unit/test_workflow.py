@@ -28,17 +28,51 @@ tools:
 
 
 class RecordingModel:
-    """Answers every call with a function of its prompt, and records when each call ran."""
+    """Answers every call with a function of its prompt, and records when each call ran.
 
-    def __init__(self, answer=lambda prompt: f"answer to {prompt}", delay: float = 0.0) -> None:
+    `together=N` makes each call whose prompt `meets` wait until N such calls are in flight at
+    once: calls that can run concurrently meet, calls run one after another never do (and fail
+    after a generous timeout). That tests concurrency by what happens, not by the clock.
+    `peak` is the most calls that were ever in flight at the same time.
+    """
+
+    def __init__(
+        self,
+        answer=lambda prompt: f"answer to {prompt}",
+        delay: float = 0.0,
+        together: int = 1,
+        meets=lambda prompt: True,
+    ) -> None:
         self.answer = answer
         self.delay = delay
+        self.together = together
+        self.meets = meets
         self.calls: list[tuple[Target, list[Message], float, float]] = []
+        self.in_flight = 0
+        self.peak = 0
+        self.arrived = 0
 
     async def chat(self, target: Target, messages: list[Message], retry=None) -> ChatResponse:
         started = time.monotonic()
-        await asyncio.sleep(self.delay)
-        text = self.answer(messages[-1].content)
+        prompt = messages[-1].content
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.together > 1 and self.meets(prompt):
+                # Calls meet in groups of `together`, in arrival order: the group is complete
+                # once the arrivals reach the next multiple of `together`.
+                self.arrived += 1
+                complete = -(-self.arrived // self.together) * self.together
+                try:
+                    async with asyncio.timeout(30):
+                        while self.arrived < complete:
+                            await asyncio.sleep(0.001)
+                except TimeoutError:
+                    raise AssertionError(f"{prompt!r} waited 30 s for {self.together} calls in flight at once") from None
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        text = self.answer(prompt)
         self.calls.append((target, messages, started, time.monotonic()))
         return ChatResponse(text, target.model, target.backend, "http://stub", Usage(3, 5), 0.01)
 
@@ -131,23 +165,26 @@ def test_independent_steps_overlap_and_dependants_wait(write) -> None:
         "name: diamond\nsteps:\n  - id: top\n    prompt: top\n  - id: left\n    prompt: 'L {{ steps.top.output }}'\n"
         "  - id: right\n    prompt: 'R {{ steps.top.output }}'\n  - id: bottom\n    prompt: '{{ steps.left.output }} {{ steps.right.output }}'\n",
     )
-    model = RecordingModel(delay=0.2)
-    run(plan, model)
+    # The two middle steps must be in flight at the same time, or they never meet and fail.
+    model = RecordingModel(together=2, meets=lambda prompt: prompt.split()[0] in ("L", "R"))
+    result = run(plan, model)
+    assert result.status == "done", {s.id: s.error for s in result.steps.values()}
+    assert model.peak == 2, "the two middle steps overlap, nothing else runs beside them"
+    order = [m[-1].content.split()[0] for _, m, _, _ in model.calls]
+    assert order[0] == "top" and sorted(order[1:3]) == ["L", "R"] and len(order) == 4
     times = {m[-1].content.split()[0]: (start, end) for _, m, start, end in model.calls}
-    (l_start, l_end), (r_start, r_end) = times["L"], times["R"]
-    assert l_start < r_end and r_start < l_end, "the two middle steps overlap"
-    assert times["top"][1] <= min(l_start, r_start)
-    assert model.calls[-1][2] >= max(l_end, r_end)
+    assert times["top"][1] <= min(times["L"][0], times["R"][0])
+    assert model.calls[-1][2] >= max(times["L"][1], times["R"][1])
 
 
 def test_max_parallel_bounds_concurrency(write) -> None:
     steps = "".join(f"  - id: s{i}\n    prompt: p{i}\n" for i in range(6))
     plan = plan_for(write, f"name: t\nmax_parallel: 2\nsteps:\n{steps}")
-    model = RecordingModel(delay=0.05)
-    run(plan, model)
-    spans = [(s, e) for _, _, s, e in model.calls]
-    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert peak == 2
+    # Every call waits for a second one: two run at once, never a third.
+    model = RecordingModel(together=2)
+    result = run(plan, model)
+    assert result.status == "done", {s.id: s.error for s in result.steps.values()}
+    assert model.peak == 2 and len(model.calls) == 6
 
 
 def test_when_skips_and_dependants_of_a_skipped_step_still_run(write) -> None:
@@ -186,12 +223,13 @@ def test_run_argv_values_cannot_inject_arguments(write, tmp_path: Path) -> None:
 
 
 def test_step_timeout_and_retry(write) -> None:
-    plan = plan_for(write, "name: t\nsteps:\n  - id: slow\n    timeout: 0.2\n    retry: {attempts: 2, backoff: 0}\n    run: [sleep, '5']\n")
+    plan = plan_for(write, "name: t\nsteps:\n  - id: slow\n    timeout: 0.2\n    retry: {attempts: 2, backoff: 0}\n    run: [sleep, '60']\n")
     started = time.monotonic()
     result = run(plan, RecordingModel())
     assert result.steps["slow"].status == "failed" and result.steps["slow"].attempts == 2
     assert "timed out" in result.steps["slow"].error
-    assert time.monotonic() - started < 3
+    # Two attempts left to run would take two minutes: the bound tells a timeout from none, on any machine.
+    assert time.monotonic() - started < 30
 
 
 def test_inputs_are_typed(write) -> None:
@@ -210,13 +248,13 @@ def test_for_each_fans_out_in_order_with_item_and_index(write) -> None:
         "  - id: greet\n    for_each: '{{ inputs.names }}'\n    prompt: 'hi {{ index }} {{ item }}'\n"
         "  - id: count\n    for_each: [1, 2]\n    run: [echo, 'n{{ item }}']\n",
     )
-    model = RecordingModel(lambda prompt: prompt.upper(), delay=0.05)
+    # The three items must all be in flight at once, or they never meet and fail.
+    model = RecordingModel(lambda prompt: prompt.upper(), together=3)
     result = run(plan, model)
     assert result.steps["greet"].output == ["HI 0 ANN", "HI 1 BOB", "HI 2 CY"]
     assert result.steps["greet"].prompt == ["hi 0 ann", "hi 1 bob", "hi 2 cy"]
     assert result.steps["count"].output == ["n1", "n2"]
-    spans = [(s, e) for _, _, s, e in model.calls]
-    assert max(s for s, _ in spans) < min(e for _, e in spans), "items run concurrently"
+    assert model.peak == 3, "items run concurrently"
 
 
 def test_output_json_is_parsed_validated_and_retried_once(write) -> None:

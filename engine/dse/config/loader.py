@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..backends.registry import backend_type, is_backend_type, type_names
+from .. import redact
 from ..errors import InputError, InputErrors, Location
+from ..redact import Redactor
 from . import schema
 from .env import expand
 from .model import (
@@ -31,8 +36,11 @@ from .model import (
     SelectorConfig,
     ToolConfig,
 )
-from .yaml_source import KeyPath, YamlSource, read_yaml
+from .secrets import secret_values
+from .yaml_source import KeyPath, YamlSource, dotted, read_yaml
 
+# Where a bare `$NAME` is refused: a value there is a credential or a URL, never prose.
+_STRICT_PLACES = frozenset({"api_key", "headers", "base_url", "endpoint", "endpoints", "url"})
 _RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balancer", "retry", "circuit_breaker")
 
 
@@ -61,12 +69,27 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         source.data = {}
     if not isinstance(source.data, dict):
         raise InputError("a config must be a YAML mapping with an `llm:` key", location=Location(str(config_path), 1, 1))
-    data, missing = expand(source.data, env)
-    unset = _unset_outside_backends(source, missing)
-    if unset:
-        raise unset[0] if len(unset) == 1 else InputErrors(unset)
-    schema.validate(source, "config", data)
-    return _build(source, data, missing, env)
+    expansion = expand(source.data, env, strict_paths=_STRICT_PLACES)
+    problems = [InputError(why, location=source.locate(path)) for path, why in expansion.malformed]
+    problems += _unset_outside_backends(source, expansion.missing)
+    if problems:
+        raise problems[0] if len(problems) == 1 else InputErrors(problems)
+    try:
+        schema.validate(source, "config", expansion.data)
+    except InputError as exc:
+        raise _without(exc, {s.value for s in expansion.substituted}) from None
+    config = _build(source, expansion.data, expansion.missing, env)
+    secrets = secret_values(expansion.substituted, config.backends.values())
+    redact.remember(secrets)
+    return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)))
+
+
+def _without(error: InputError, values: set[str]) -> InputError:
+    """A schema error never quotes a value that came from the environment: it may be a key in the wrong place."""
+    redactor = Redactor(values)
+    errors = error.errors if isinstance(error, InputErrors) else [error]
+    clean = [InputError(redactor.text(e.message), location=e.location, hint=e.hint and redactor.text(e.hint)) for e in errors]
+    return clean[0] if len(clean) == 1 else InputErrors(clean)
 
 
 def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list[str]], env: Mapping[str, str]) -> Config:
@@ -82,6 +105,9 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         llm.setdefault("backend", legacy)
 
     block_paths = {name: (("llm", name) if name in (data.get("llm") or {}) else (name,)) for name in llm}
+    for name, block in llm.items():
+        if name not in _RESERVED_LLM_KEYS and isinstance(block, dict):
+            errors += _url_errors(source, block_paths[name], block, missing)
 
     backends: dict[str, BackendConfig] = {}
     for name, block in llm.items():
@@ -113,7 +139,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         if name in backends:
             continue
         if is_backend_type(name):
-            backends[name] = _backend(name, {}, [], source.locate(key_path), env)
+            backends[name] = replace(_backend(name, {}, [], source.locate(key_path), env), declared=False)
             continue
         known = sorted(set(backends) | set(type_names()))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
@@ -121,7 +147,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
             InputError(
                 f"unknown backend {name!r}",
                 location=source.locate(key_path),
-                hint=f"did you mean {close[0]!r}?" if close else f"declare `llm.{name}:` with a `type:` ({', '.join(type_names())})",
+                hint=f"did you mean {close[0]!r}?" if close else f"declare `{dotted(('llm', name))}:` with a `type:` ({', '.join(type_names())})",
             )
         )
     if errors:
@@ -149,9 +175,61 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         circuit_breaker=BreakerSettings(**(llm.get("circuit_breaker") or {})),
         warnings=tuple(warnings),
         implicit={
-            t: _backend(t, {}, [], Location(source.file), env) for t in type_names() if t not in backends
+            t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },
     )
+
+
+def _url_errors(source: YamlSource, path: KeyPath, block: Mapping[str, Any], missing: Mapping[KeyPath, list[str]]) -> list[InputError]:
+    """Every server URL of one backend block that the HTTP client could not use, located.
+
+    Checked at load so that a typo fails `dse validate` instead of the third retry of a run. A
+    URL built from an unset variable is not checked: the backend is unavailable, with the reason.
+    """
+    urls: list[tuple[KeyPath, Any]] = [((*path, key), block[key]) for key in ("base_url", "endpoint") if block.get(key) is not None]
+    endpoints = block.get("endpoints")
+    lists = {(*path, "endpoints"): endpoints} if isinstance(endpoints, list) else {
+        (*path, "endpoints", role): items for role, items in (endpoints or {}).items()
+    }
+    for list_path, items in lists.items():
+        for i, item in enumerate(items):
+            urls.append(((*list_path, i, "url"), item.get("url")) if isinstance(item, dict) else ((*list_path, i), item))
+    for role, deployment in (block.get("deployments") or {}).items():
+        if deployment.get("endpoint") is not None:
+            urls.append(((*path, "deployments", role, "endpoint"), deployment["endpoint"]))
+    errors = []
+    for key_path, url in urls:
+        problem = None if key_path in missing else url_problem(url)
+        if problem:
+            default = key_path[-1] == "base_url" and not url
+            hint = "leave base_url out, or write null, for the protocol's default URL" if default else "write it as http(s)://HOST[:PORT][/PATH], e.g. http://localhost:11434"
+            errors.append(InputError(f"invalid URL: {problem}", location=source.locate(key_path), hint=hint))
+    return errors
+
+
+def url_problem(url: object) -> str | None:
+    """Why the HTTP client cannot use `url` as a server address, or None when it can.
+
+    The value itself is never quoted: a URL may carry a password.
+    """
+    if not isinstance(url, str) or not url:
+        return "it is empty"
+    if any(c.isspace() for c in url):
+        return "it contains whitespace"
+    if "://" not in url:
+        return "it does not start with http:// or https://"
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        return f"it cannot be parsed ({str(exc).split(':')[0]})"
+    if parsed.scheme not in ("http", "https"):
+        return f"the scheme must be http or https, not {parsed.scheme!r}"
+    if not parsed.host:
+        return "it has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is outside 1-65535"
+    return None
 
 
 def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]]) -> list[InputError]:
@@ -177,10 +255,15 @@ def _llm_path(data: dict[str, Any], key: str) -> KeyPath:
 def _backend(
     name: str, raw: dict[str, Any], missing: list[str], location: Location, env: Mapping[str, str]
 ) -> BackendConfig:
-    """A block with what its type declares filled in, so `backend: anthropic` alone means what it says."""
+    """A block with what its type declares filled in, so `backend: anthropic` alone means what it says.
+
+    The vendor's standard key variable (`OPENAI_API_KEY`) is read only for the vendor's own URL:
+    a block pointed at another server with no `api_key` of its own sends no key at all.
+    """
     btype = raw.get("type", name)
     kind = backend_type(btype)
-    key_env = kind.key_env
+    own_server = raw.get("base_url") in (None, kind.default_url)
+    key_env = kind.key_env if own_server else None
     api_key = raw.get("api_key")
     if api_key is None and key_env:
         api_key = env.get(key_env)

@@ -69,7 +69,11 @@ class AzureDeployment:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """One backend block of `llm:`; `unavailable` says why it cannot be used, if it cannot."""
+    """One backend block of `llm:`; `unavailable` says why it cannot be used, if it cannot.
+
+    `declared` is False for a backend type the config only names (as default, fallback or a
+    tool's backend) or never mentions: it has its vendor's defaults and no models of the user's.
+    """
 
     name: str
     type: str
@@ -92,6 +96,7 @@ class BackendConfig:
     enabled: bool = True
     unavailable: str | None = None
     location: Location | None = None
+    declared: bool = True
 
     def endpoints_for(self, role: str | None) -> tuple[Endpoint, ...]:
         """Role-specific endpoints, else the ones for every role, else `base_url` alone."""
@@ -175,6 +180,7 @@ class Config:
     circuit_breaker: BreakerSettings = field(default_factory=BreakerSettings)
     warnings: tuple[str, ...] = ()
     implicit: Mapping[str, BackendConfig] = field(default_factory=dict)
+    secrets: tuple[Secret, ...] = ()
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

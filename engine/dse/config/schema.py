@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError, relevance
 
 from ..backends.registry import type_names
 from ..errors import InputError, InputErrors
@@ -62,7 +62,8 @@ def validate(source: YamlSource, schema_name: str, data: Any | None = None) -> N
     """Raise every schema violation in `source` at once, each located and explained."""
     target = source.data if data is None else data
     errors = sorted(validator(schema_name).iter_errors(target), key=lambda e: list(map(str, e.absolute_path)))
-    found = [_explain(source, error) for error in errors]
+    explained = [_explain(source, cause) for error in errors for cause in _causes(error)]
+    found = list({str(e): e for e in explained}.values())  # a metaschema repeats one finding per vocabulary
     if len(found) == 1:
         raise found[0]
     if found:
@@ -70,16 +71,43 @@ def validate(source: YamlSource, schema_name: str, data: Any | None = None) -> N
 
 
 _SECRET_KEY = re.compile(r"api[_-]?key|authorization|token|password|secret", re.I)
+# Counts of tokens are numbers, not credentials: `max_tokens: 0` must be shown to be fixed.
+_TOKEN_COUNT = re.compile(r"(max|min|num|total|prompt|completion)[_-]?(new[_-])?tokens?$", re.I)
 
 
 def is_secret_key(key: object) -> bool:
     """Keys whose values must never be echoed back, not even in an error about them."""
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key)) and not _TOKEN_COUNT.search(key)
+
+
+def _causes(error: ValidationError) -> list[ValidationError]:
+    """What to report for one failure: for `anyOf`/`oneOf`, the errors of the branch that was meant.
+
+    jsonschema's best_match prefers the shallowest error, so an endpoint item with a typo in
+    one key was reported as "expected object, got list" at the whole list. The branch meant is
+    the one that takes the value's type; its errors are reported, each at its own key. When no
+    branch takes the type, the failure itself is (its message lists the types allowed); when
+    several do, the most relevant of their errors is.
+    """
+    if not error.context:
+        return [error]
+    branches: dict[object, list[ValidationError]] = {}
+    for cause in error.context:
+        branches.setdefault(cause.relative_schema_path[0], []).append(cause)
+    fitting = [causes for causes in branches.values() if not any(_rejects_type(c) for c in causes)]
+    if not fitting:
+        return [error]
+    if len(fitting) == 1:
+        return [leaf for cause in fitting[0] for leaf in _causes(cause)]
+    return _causes(max((c for causes in fitting for c in causes), key=relevance))
+
+
+def _rejects_type(error: ValidationError) -> bool:
+    """A branch error that says the value itself has the wrong type, not something inside it."""
+    return error.validator == "type" and not error.relative_path
 
 
 def _explain(source: YamlSource, error: ValidationError) -> InputError:
-    if error.context:
-        error = best_match(error.context)
     path = tuple(error.absolute_path)
     rule: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     expected: Any = error.validator_value
@@ -112,21 +140,32 @@ def _matches_pattern(schema: Mapping[str, Any], key: str) -> bool:
 def _short(error: ValidationError) -> str:
     """jsonschema quotes whole sub-documents; a user only needs the rule that failed."""
     if error.validator == "type":
-        return f"{_rule(error)}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)[:60]}"
+        return f"{_rule(error)}, got {_got(error.instance)}"
     if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
         return f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
     if error.validator == "pattern":
         return f"{error.instance!r} does not match the pattern {error.validator_value}"
+    if error.validator in {"anyOf", "oneOf"} and error.context:  # no branch takes this type (see _causes)
+        types = dict.fromkeys(t for c in error.context if _rejects_type(c) for t in _types(c.validator_value))
+        return f"expected {' or '.join(types)}, got {_got(error.instance)}"
     if error.validator in {"not", "anyOf", "oneOf"}:
         return f"invalid combination of keys at {dotted(tuple(error.absolute_path)) or 'top level'}"
     return error.message if len(error.message) <= 160 else error.message[:157] + "..."
 
 
+def _got(instance: Any) -> str:
+    return f"{type(instance).__name__} {json.dumps(instance, default=str)[:60]}"
+
+
+def _types(value: Any) -> list[str]:
+    """A `type` keyword's value as a list of names."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _rule(error: ValidationError) -> str:
     """What the value should have been, without the value itself."""
     if error.validator == "type":
-        value: Any = error.validator_value
-        return f"expected {value if isinstance(value, str) else ' or '.join(value)}"
+        return f"expected {' or '.join(_types(error.validator_value))}"
     return f"fails the schema rule {error.validator!r}"
 
 

@@ -64,9 +64,9 @@ class Resolver:
             target = self._from_directive(intent, found, reasons, warnings)
             if target is not None:
                 return Resolution(target, text, found, tuple(warnings))
-        return Resolution(self._from_settings(intent, reasons), text, found, tuple(warnings))
+        return Resolution(self._from_settings(intent, reasons, warnings), text, found, tuple(warnings))
 
-    def _from_settings(self, intent: Intent, reasons: list[str]) -> Target:
+    def _from_settings(self, intent: Intent, reasons: list[str], warnings: list[str]) -> Target:
         tool = intent.tool
         # The step's model settings replace the tool's as a whole; within one level a direct
         # model name wins over a model key.
@@ -103,6 +103,8 @@ class Resolver:
                 backend, why = owner
                 reasons.append(why)
                 rule = "model owner"
+            else:
+                self._require_known(model, intent)
         if backend is None:
             backend = self._default_backend(intent, reasons)
             rule = "global default" if self.config.defaults.default_backend else "llm.backend"
@@ -111,7 +113,7 @@ class Resolver:
             reasons.append(f"{model_source} sets model: {model}")
             return self._target(backend, model, model_key, f"{rule} + {model_source} model", reasons, intent)
         role = model_key or self._default_role(backend)
-        chosen, why = self._model_for_role(backend, role, intent)
+        chosen, why = self._model_for_role(backend, role, intent, warnings)
         reasons.append(why)
         return self._target(backend, chosen, role, f"{rule} + {model_source} model_key" if model_key else rule, reasons, intent)
 
@@ -150,7 +152,7 @@ class Resolver:
             reasons.append(f"directive names model {found.model!r}: {model}")
             return self._target(backend, model, None, "directive", reasons, intent)
         role = intent.model_key or (intent.tool.model_key if intent.tool else None) or self._default_role(backend)
-        model, why = self._model_for_role(backend, role, intent)
+        model, why = self._model_for_role(backend, role, intent, warnings)
         reasons.append(why)
         return self._target(backend, model, role, "directive", reasons, intent)
 
@@ -180,7 +182,7 @@ class Resolver:
         """The same role on another backend: what a fallback sends when `target` failed."""
         backend = self._backend(backend_name, Intent(target.role or "fallback"))
         role = target.role or self._default_role(backend)
-        model, why = self._model_for_role(backend, role, Intent(role))
+        model, why = self._model_for_role(backend, role, Intent(role), [])
         fresh = self._target(backend, model, role, "fallback", [*target.reasons, f"fallback to {backend_name}: {why}"], Intent(role))
         return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=())
 
@@ -309,7 +311,10 @@ class Resolver:
         for backend in self.config.backends.values():
             if only and backend.name != only:
                 continue
-            models = list(dict.fromkeys(backend.models.values())) or [self._builtin(backend, None)]
+            default, made_up = self._default_model(backend, None)
+            if not backend.models and made_up and self._unservable(backend):
+                continue
+            models = list(dict.fromkeys(backend.models.values())) or [default]
             for model in models:
                 out.append(
                     selector.Candidate(
@@ -351,7 +356,8 @@ class Resolver:
             fallbacks=tuple(n for n in self.config.fallback_backends if n != backend.name),
         )
 
-    def _model_for_role(self, backend: BackendConfig, role: str, intent: Intent) -> tuple[str, str]:
+    def _model_for_role(self, backend: BackendConfig, role: str, intent: Intent, warnings: list[str]) -> tuple[str, str]:
+        """The model `backend` gives `role`, and why; one the user did not write is an error or a warning, never silent."""
         if role in backend.models:
             return backend.models[role], f"model_key {role!r} -> {backend.name}.models.{role} = {backend.models[role]}"
         if backend.type == "azure" and role in backend.deployments:
@@ -366,16 +372,36 @@ class Resolver:
                 location=intent.location,
                 hint=f"did you mean {close[0]!r}?" if close else f"add llm.{backend.name}.models.{role}, or set model:",
             )
-        model = self._builtin(backend, role)
-        return model, f"{backend.name} lists no models; built-in default for {backend.type} role {role!r}: {model}"
+        model, made_up = self._default_model(backend, role)
+        if not made_up:
+            return model, f"{backend.name} lists no models; its deployment_name {model} serves role {role!r}"
+        named = f" (named at {backend.location})" if backend.location and backend.location.line else ""
+        if self._unservable(backend):
+            raise InputError(
+                f"step {intent.step_id!r}: backend {backend.name!r}{named} is not declared in {self.config.path}, "
+                f"so it has no model for role {role!r}, and dse does not make one up",
+                location=intent.location,
+                hint=f"declare llm.{backend.name}.models.{role}: the model your {backend.type} server has",
+            )
+        where = f"{intent.location}: " if intent.location else ""
+        warnings.append(
+            f"{where}step {intent.step_id!r} gets {model!r}, the built-in default model of {backend.type} for role {role!r}, "
+            f"not a model in your config: backend {backend.name}{named} lists no models (set llm.{backend.name}.models.{role})"
+        )
+        return model, f"{backend.name} lists no models: built-in default model (not in your config) for {backend.type} role {role!r}: {model}"
 
-    def _builtin(self, backend: BackendConfig, role: str | None) -> str:
+    def _default_model(self, backend: BackendConfig, role: str | None) -> tuple[str, bool]:
+        """What a block without `models:` answers for `role`, and whether it is made up (the protocol's built-in table, not the block)."""
         if backend.managed is not None:
-            return backend.managed.model
+            return backend.managed.model, False
         if backend.type == "azure" and backend.deployment_name:
-            return backend.deployment_name
+            return backend.deployment_name, False
         table = backend_type(backend.type).default_models
-        return table.get(role) or table.get(None) or "default"
+        return table.get(role) or table.get(None) or "default", True
+
+    def _unservable(self, backend: BackendConfig) -> bool:
+        """A local server type the config never declares: which models that server has is anybody's guess."""
+        return not backend.declared and backend_type(backend.type).local
 
     def _default_role(self, backend: BackendConfig) -> str:
         if _DEFAULT_ROLE in backend.models or not backend.models:
@@ -396,13 +422,7 @@ class Resolver:
 
     def _owner(self, model: str, intent: Intent) -> tuple[BackendConfig, str] | None:
         """The backend a bare model name belongs to: the one that lists it, or its vendor's."""
-        owners = [
-            b
-            for b in self.config.backends.values()
-            if model in b.models.values()
-            or model in b.context_windows
-            or any(d.model == model or d.deployment == model for d in b.deployments.values())
-        ]
+        owners = [b for b in self.config.backends.values() if model in _listed(b)]
         if len(owners) == 1:
             return owners[0], f"model {model!r} is listed only by backend {owners[0].name}"
         default = self.config.default_backend
@@ -421,6 +441,30 @@ class Resolver:
             if typed:
                 return typed[0], f"model {model!r} is a {vendor} model; backend {typed[0].name} serves {vendor}"
         return None
+
+    def _require_known(self, model: str, intent: Intent) -> None:
+        """A bare model name that no backend owns is an error with the closest names (DESIGN.md 3, rule 5).
+
+        Known means: the model selector's table or the built-in catalog describes it, or its
+        vendor is a configured backend's type. Anything else would be sent to the default
+        backend as written, which is how a typo reaches a server as `gpt-99-ultra`.
+        """
+        vendor = vendor_of(model)
+        if (
+            model in self.config.selector.models
+            or catalog.lookup(model, "").known
+            or (vendor is not None and any(b.type == vendor for b in self.config.backends.values()))
+        ):
+            return
+        listed = sorted({name for b in self.config.backends.values() for name in _listed(b)} | set(self.config.selector.models))
+        close = difflib.get_close_matches(model, list(dict.fromkeys([*listed, *catalog.known_models()])), n=3, cutoff=0.5)
+        raise InputError(
+            f"step {intent.step_id!r}: no backend owns model {model!r}: no backend lists it and the catalog does not know it"
+            + (f" (the name is {vendor}'s kind, and no {vendor} backend is configured)" if vendor else ""),
+            location=intent.location,
+            hint=(f"did you mean {' or '.join(map(repr, close))}? " if close else "")
+            + f"list it under a backend's models:, or say where it runs (backend: NAME, or model: NAME:{model})",
+        )
 
     def _type_of(self, name: str) -> str | None:
         backend = self.config.backends.get(name)
@@ -452,6 +496,15 @@ class Resolver:
     def _usable(self, name: str) -> bool:
         backend = self.config.backends.get(name)
         return backend is not None and backend.unavailable is None
+
+
+def _listed(backend: BackendConfig) -> set[str]:
+    """Every model name a block mentions: its roles, context windows, deployments and managed model."""
+    names = {*backend.models.values(), *backend.context_windows}
+    names |= {name for d in backend.deployments.values() for name in (d.model, d.deployment) if name}
+    if backend.managed is not None:
+        names.add(backend.managed.model)
+    return names
 
 
 def _first(*values: Any) -> Any:

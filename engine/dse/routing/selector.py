@@ -251,7 +251,7 @@ def _exact_parts(info: ModelInfo, need: str | None, cap: int, weights: Weights) 
         "quality": info.quality / 10,
         "specialization": _specialization_score(info, need),
     }
-    total = Fraction(weights.total)
+    total = sum((Fraction(getattr(weights, name)) for name in CRITERIA), Fraction(0))
     return {
         name: Fraction(getattr(weights, name)) * Fraction(normalised[name]) * 100 / total
         for name in CRITERIA

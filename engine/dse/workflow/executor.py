@@ -23,7 +23,8 @@ from jsonschema import Draft202012Validator
 
 from ..backends import ChatResponse, Message
 from ..backends.types import StreamChunk
-from ..errors import DseError, InputError
+from ..errors import DseError, InputError, Location
+from ..redact import Redactor
 from ..routing import Target
 from . import templating
 from .journal import RunJournal
@@ -121,8 +122,10 @@ class Executor:
         on_chunk: ChunkSink | None = None,
         max_parallel: int | None = None,
         environ: Mapping[str, str] | None = None,
+        redactor: Redactor = Redactor(),
     ) -> None:
         self.plan = plan
+        self.redactor = redactor
         self.caller = caller
         self.journal = journal
         self.on_event = on_event or (lambda result: None)
@@ -152,7 +155,7 @@ class Executor:
             for task in tasks:
                 task.cancel()
         failed = any(self._blocks(step_id) for step_id in self.results)
-        outputs = {} if failed else self._outputs()
+        outputs = {} if failed else await self._outputs()
         status = FAILED if failed else DONE
         self._journal("run_finished", status=status, outputs=outputs)
         return RunResult(
@@ -169,15 +172,20 @@ class Executor:
             self.journal.event(name, **data)
 
     def _context(self, **extra: Any) -> dict[str, Any]:
-        return {"inputs": self._inputs, "steps": self._finished_context, "env": self._env, **extra}
+        """What templates see. `steps` is a snapshot: templates render in worker threads while steps finish."""
+        return {"inputs": self._inputs, "steps": dict(self._finished_context), "env": self._env, **extra}
 
-    def _outputs(self) -> dict[str, Any]:
+    async def _outputs(self) -> dict[str, Any]:
         context = self._context()
         where = self.plan.workflow.source.locate
-        return {
-            name: templating.render(template, context, where=where(("outputs", name)))
-            for name, template in self.plan.workflow.outputs.items()
-        }
+
+        def render_all() -> dict[str, Any]:
+            return {
+                name: templating.render(template, context, where=where(("outputs", name)))
+                for name, template in self.plan.workflow.outputs.items()
+            }
+
+        return await templating.run_bounded(render_all, where=where(("outputs",)))
 
     async def _run_step(self, step_id: str, finished: dict[str, asyncio.Event]) -> None:
         result = self.results[step_id]
@@ -217,7 +225,7 @@ class Executor:
         context = self._context()
         result.started_at = time.monotonic()
         try:
-            if step.when is not None and not templating.evaluate(step.when, context, where=step.location):
+            if step.when is not None and not await self._when(planned, step.when, context):
                 result.status = SKIPPED
                 return
             if planned.resolution is not None:
@@ -241,12 +249,23 @@ class Executor:
         finally:
             result.finished_at = time.monotonic()
             result.seconds = result.finished_at - result.started_at
+            # A server may echo a key back: scrubbed here, it never reaches a later prompt, the journal or a screen.
+            result.output = self.redactor.value(result.output)
+            result.error = self.redactor.text(result.error) if result.error else result.error
             if result.status != RUNNING:
                 self._finish(result)
 
+    async def _when(self, planned: PlannedStep, condition: str, context: dict[str, Any]) -> bool:
+        """`when:` is a template expression too: evaluated in a worker, under the step's timeout."""
+        where = planned.step.where("when")
+        return await templating.run_bounded(
+            lambda: bool(templating.evaluate(condition, context, where=where)), seconds=planned.step.timeout, where=where
+        )
+
     async def _fan_out(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> list[Any]:
         """Run the step once per item, concurrently within `max_parallel`; results keep the items' order."""
-        items = self._items(planned, context)
+        step = planned.step
+        items = await templating.run_bounded(lambda: self._items(planned, context), seconds=step.timeout, where=step.where("for_each"))
         prompts: list[list[str]] = [[] for _ in items]
 
         async def one(index: int, item: Any) -> Any:
@@ -261,20 +280,22 @@ class Executor:
         return list(outputs)
 
     def _items(self, planned: PlannedStep, context: dict[str, Any]) -> list[Any]:
+        """The `for_each` items; renders templates, so it runs in a worker under `templating.run_bounded`."""
         step = planned.step
         source = step.for_each
+        where = step.where("for_each")
         if isinstance(source, str):
             match = re.fullmatch(r"\s*\{\{(.*)\}\}\s*", source, re.S)
-            value: Any = templating.evaluate(match.group(1), context, where=step.location) if match else source
+            value: Any = templating.evaluate(match.group(1), context, where=where) if match else source
             if isinstance(value, str):
                 try:
-                    value = json.loads(templating.render(value, context, where=step.location))
+                    value = json.loads(templating.render(value, context, where=where))
                 except json.JSONDecodeError:
                     value = [line for line in value.splitlines() if line.strip()]
         else:
-            value = templating.render_value(source, context, where=step.location)
+            value = templating.render_value(source, context, where=where)
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise InputError(f"for_each must give a list, got {type(value).__name__}", location=step.location)
+            raise InputError(f"for_each must give a list, got {type(value).__name__}", location=where)
         return list(value)
 
     async def _body(
@@ -310,17 +331,11 @@ class Executor:
     async def _call(
         self, planned: PlannedStep, result: StepResult, context: dict[str, Any], prompts: list[str] | None
     ) -> Any:
-        step, tool, resolution = planned.step, planned.tool, planned.resolution
+        step, resolution = planned.step, planned.resolution
         assert resolution is not None
         target = resolution.target if step.timeout is None else replace(resolution.target, timeout=step.timeout)
-        where = step.location
-        local = {**context, **templating.render_value(dict(step.with_), context, where=where)}
-        messages = []
-        system = step.system if step.system is not None else (tool.system if tool else None)
-        if system:
-            messages.append(Message("system", templating.render(system, local, where=where)))
-        prompt = templating.render(planned.prompt_template or "", local, where=where)
-        messages.append(Message("user", prompt))
+        messages = await templating.run_bounded(lambda: self._messages(planned, context), seconds=step.timeout, where=step.location)
+        prompt = messages[-1].content
         if prompts is None:
             result.prompt = prompt
         else:
@@ -337,6 +352,17 @@ class Executor:
                 Message("user", f"That was not valid JSON ({first}). Reply with the JSON only, nothing else."),
             ]
             return _parse_json(await self._complete(target, messages, retry, result, stream=False), step.output_schema)
+
+    def _messages(self, planned: PlannedStep, context: dict[str, Any]) -> list[Message]:
+        """The system and user messages of a model call; renders, so it runs in a worker under `templating.run_bounded`."""
+        step, tool = planned.step, planned.tool
+        local = {**context, **templating.render_value(dict(step.with_), context, where=step.where("with"))}
+        messages = []
+        system = step.system if step.system is not None else (tool.system if tool else None)
+        if system:
+            messages.append(Message("system", templating.render(system, local, where=_template_where(planned, "system"))))
+        prompt = templating.render(planned.prompt_template or "", local, where=_template_where(planned, "prompt"))
+        return [*messages, Message("user", prompt)]
 
     async def _complete(
         self, target: Target, messages: list[Message], retry: Mapping[str, Any] | None, result: StepResult, *, stream: bool
@@ -370,9 +396,9 @@ class Executor:
     async def _command(self, planned: PlannedStep, context: dict[str, Any]) -> str:
         """An argv list run without a shell: a rendered value is one argument, never more."""
         step = planned.step
-        argv = [templating.render(arg, context, where=step.location) for arg in step.run or ()]
-        env = {**self._environ, **templating.render_value(dict(step.env), context, where=step.location)}
-        cwd = templating.render(step.cwd, context, where=step.location) if step.cwd else None
+        argv, env, cwd = await templating.run_bounded(
+            lambda: self._command_line(planned, context), seconds=step.timeout, where=step.where("run")
+        )
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
@@ -392,13 +418,32 @@ class Executor:
             raise StepCommandFailed(f"{argv[0]} exited with code {process.returncode}: {' | '.join(tail)}")
         return stdout.decode(errors="replace").rstrip("\n")
 
+    def _command_line(self, planned: PlannedStep, context: dict[str, Any]) -> tuple[list[str], dict[str, str], str | None]:
+        """A command's argv, environment and directory; renders, so it runs in a worker under `templating.run_bounded`."""
+        step = planned.step
+        argv = [templating.render(arg, context, where=step.where("run")) for arg in step.run or ()]
+        env = {**self._environ, **templating.render_value(dict(step.env), context, where=step.where("env"))}
+        cwd = templating.render(step.cwd, context, where=step.where("cwd")) if step.cwd else None
+        return argv, env, cwd
+
     async def _subworkflow(self, planned: PlannedStep, result: StepResult, context: dict[str, Any]) -> dict[str, Any]:
         """A sub-workflow runs with its own steps and inputs; its outputs are this step's output."""
         from .inputs import bind_inputs
 
         assert planned.subplan is not None
-        inputs = bind_inputs(planned.subplan.workflow, templating.render_value(dict(planned.step.with_), context))
-        child = Executor(planned.subplan, self.caller, on_chunk=self.on_chunk, max_parallel=self._max_parallel, environ=self._environ)
+        step = planned.step
+        given = await templating.run_bounded(
+            lambda: templating.render_value(dict(step.with_), context, where=step.where("with")), seconds=step.timeout, where=step.where("with")
+        )
+        inputs = bind_inputs(planned.subplan.workflow, given)
+        child = Executor(
+            planned.subplan,
+            self.caller,
+            on_chunk=self.on_chunk,
+            max_parallel=self._max_parallel,
+            environ=self._environ,
+            redactor=self.redactor,
+        )
         outcome = await child.run(inputs)
         for sub in outcome.steps.values():
             result.prompt_tokens += sub.prompt_tokens
@@ -407,6 +452,14 @@ class Executor:
             failed = [f"{s.id}: {s.error}" for s in outcome.steps.values() if s.status == FAILED]
             raise StepCommandFailed(f"sub-workflow {Path(planned.step.workflow or '').name} failed ({'; '.join(failed)})")
         return outcome.outputs
+
+
+def _template_where(planned: PlannedStep, key: str) -> Location:
+    """Where a prompt or system template was written: the step's own key, or the tool that supplied it."""
+    tool = planned.tool
+    if getattr(planned.step, key) is None and tool is not None and tool.location is not None:
+        return tool.location
+    return planned.step.where(key)
 
 
 def _parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, Location
+from ..redact import Redactor
 
 RUNS = "runs"
 
@@ -36,15 +37,24 @@ def file_digest(path: str | Path) -> str:
 class RunJournal:
     """Writes one run's journal; every write is durable before it returns."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, redactor: Redactor) -> None:
         self.directory = directory
         self.run_id = directory.name
+        self._redactor = redactor
         self._events = open(directory / "events.jsonl", "a", encoding="utf-8")
 
     @classmethod
     def create(
-        cls, state_dir: Path, *, workflow: str, workflow_name: str, config: str, inputs: Mapping[str, Any]
+        cls,
+        state_dir: Path,
+        *,
+        workflow: str,
+        workflow_name: str,
+        config: str,
+        inputs: Mapping[str, Any],
+        redactor: Redactor = Redactor(),
     ) -> RunJournal:
+        """A new run's journal; `redactor` scrubs the config's secrets from everything written."""
         run_id = new_run_id()
         directory = state_dir / RUNS / run_id
         directory.mkdir(parents=True, exist_ok=False)
@@ -57,16 +67,18 @@ class RunJournal:
             "inputs": dict(inputs),
             "created": time.time(),
         }
-        _write_atomic(directory / "run.json", meta)
-        return cls(directory)
+        journal = cls(directory, redactor)
+        _write_atomic(directory / "run.json", journal._redactor.value(meta))
+        return journal
 
     @classmethod
-    def reopen(cls, state_dir: Path, run_id: str) -> RunJournal:
-        return cls(run_directory(state_dir, run_id))
+    def reopen(cls, state_dir: Path, run_id: str, redactor: Redactor = Redactor()) -> RunJournal:
+        return cls(run_directory(state_dir, run_id), redactor)
 
     def event(self, name: str, /, **fields: Any) -> None:
-        """Append one event and fsync it, so a crash right after still leaves it on disk."""
-        line = json.dumps({"event": name, "at": time.time(), **fields}, default=str, ensure_ascii=False)
+        """Append one event and fsync it, so a crash right after still leaves it on disk; secrets never reach it."""
+        record = json.loads(json.dumps({"event": name, "at": time.time(), **fields}, default=str))
+        line = json.dumps(self._redactor.value(record), ensure_ascii=False)
         self._events.write(line + "\n")
         self._events.flush()
         os.fsync(self._events.fileno())
@@ -102,6 +114,12 @@ class RunRecord:
     started: float | None = None
     finished: float | None = None
     events: int = 0
+    problem: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the journal says how the (latest resumption of the) run ended."""
+        return self.finished is not None
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -114,6 +132,7 @@ class RunRecord:
             "started": self.started,
             "seconds": round(self.finished - self.started, 3) if self.finished and self.started else None,
             "steps": counts,
+            "problem": self.problem,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,51 +140,108 @@ class RunRecord:
 
 
 def read_run(directory: Path) -> RunRecord:
-    """Replay the events; a torn last line (the process died mid-write) is ignored, never fatal."""
-    meta = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+    """Replay the events; a torn last line (the process died mid-write) is ignored, never fatal.
+
+    A journal that is damaged otherwise (run.json is not the object `create` writes, a line
+    before the last is not JSON, an event lacks what its kind needs) is an InputError located
+    in the file: `dse show` says what is wrong, `dse runs` lists the run as unreadable.
+    """
+    meta = _read_meta(directory / "run.json")
     record = RunRecord(directory.name, meta)
-    for event in _events(directory / "events.jsonl"):
-        record.events += 1
-        kind = event.get("event")
-        if kind in ("run_started", "run_resumed"):
-            record.status = "running"
-            record.started = record.started or event["at"]
-        elif kind == "step_finished":
-            record.steps[event["id"]] = event
-        elif kind == "calls_per_endpoint":
-            for backend, served in (event.get("calls") or {}).items():
-                totals = record.calls.setdefault(backend, {})
-                for url, count in served.items():
-                    totals[url] = totals.get(url, 0) + count
-        elif kind == "run_finished":
-            record.status, record.outputs, record.finished = event["status"], event.get("outputs", {}), event["at"]
-        elif kind == "run_interrupted":
-            record.status, record.finished = "interrupted", event["at"]
-        elif kind == "run_failed":
-            record.status, record.finished = "failed", event["at"]
-            record.outputs = {"error": event.get("error")}
+    events_path = directory / "events.jsonl"
+    for line_number, event in _events(events_path):
+        try:
+            _replay(record, event)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            why = f"the event has no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise InputError(f"damaged run journal: {why}", location=Location(str(events_path), line_number)) from None
     if record.status == "running" and record.events:
         record.status = "running or killed"
     return record
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"damaged run journal: {exc.msg}", location=Location(str(path), exc.lineno, exc.colno)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read run journal: {exc}", location=Location(str(path))) from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), t) for k, t in _META_TYPES.items()):
+        raise InputError(
+            "damaged run journal: expected an object with " + ", ".join(f"{k} ({t.__name__})" for k, t in _META_TYPES.items()),
+            location=Location(str(path), 1),
+        )
+    return meta
+
+
+# What `RunJournal.create` always writes and `--resume` reads back.
+_META_TYPES: dict[str, type] = {"workflow": str, "config": str, "inputs": dict}
+
+
+def _replay(record: RunRecord, event: Any) -> None:
+    """Apply one event to the record; a malformed one raises KeyError, TypeError, AttributeError or ValueError."""
+    if not isinstance(event, dict):
+        raise TypeError(f"a line holds a JSON {type(event).__name__}, not an event object")
+    record.events += 1
+    kind = event.get("event")
+    at = event["at"]
+    if not isinstance(at, (int, float)):
+        raise TypeError(f"'at' is {type(at).__name__}, not a time")
+    if kind in ("run_started", "run_resumed"):
+        record.status, record.finished = "running", None
+        record.started = record.started or at
+    elif kind == "step_finished":
+        if not isinstance(event["id"], str) or not isinstance(event["status"], str):
+            raise TypeError("a step_finished event needs a string id and status")
+        record.steps[event["id"]] = event
+    elif kind == "calls_per_endpoint":
+        for backend, served in (event.get("calls") or {}).items():
+            totals = record.calls.setdefault(backend, {})
+            for url, count in served.items():
+                totals[url] = totals.get(url, 0) + int(count)
+    elif kind == "run_finished":
+        record.status, record.outputs, record.finished = str(event["status"]), dict(event.get("outputs") or {}), at
+    elif kind == "run_interrupted":
+        record.status, record.finished = "interrupted", at
+    elif kind == "run_failed":
+        record.status, record.finished = "failed", at
+        record.outputs = {"error": event.get("error")}
+
+
 def list_runs(state_dir: Path) -> list[RunRecord]:
+    """Every run, newest first; one with a damaged journal is listed as unreadable, with why, not fatal."""
     root = state_dir / RUNS
     if not root.is_dir():
         return []
-    runs = [read_run(d) for d in sorted(root.iterdir(), reverse=True) if (d / "run.json").is_file()]
+    runs = []
+    for directory in sorted(root.iterdir(), reverse=True):
+        if not (directory / "run.json").is_file():
+            continue
+        try:
+            runs.append(read_run(directory))
+        except InputError as exc:
+            runs.append(RunRecord(directory.name, {}, status="unreadable", problem=str(exc)))
     return runs
 
 
-def _events(path: Path) -> Iterator[dict[str, Any]]:
+def _events(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed line); only the last line may be torn, garbage before it is damage."""
     if not path.is_file():
         return
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")  # not splitlines(): U+2028 and friends are data inside a line
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read run journal: {exc}", location=Location(str(path))) from None
+    if lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number < len(lines):
+                raise InputError(f"damaged run journal: {exc.msg}", location=Location(str(path), number, exc.colno)) from None
 
 
 def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:

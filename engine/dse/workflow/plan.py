@@ -9,7 +9,8 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError
 
 import networkx as nx
 
@@ -19,6 +20,7 @@ from ..routing.resolver import Intent, Resolution, Resolver
 from .dag import build_dag
 from . import templating
 from .model import Step, Workflow, load_workflow
+from .step_fields import check_step_fields
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def _plan_step(step: Step, workflow: Workflow, config: Config, resolver: Resolve
         path = (Path(workflow.path).parent / (step.workflow or "")).resolve()
         if str(path) in parents or str(Path(workflow.path).resolve()) == str(path):
             raise InputError(f"step {step.id!r}: sub-workflow {step.workflow} includes itself", location=step.location)
+        if not path.is_file():  # pointed at from the step's line: the missing file has no line of its own
+            raise InputError(f"step {step.id!r}: sub-workflow file not found: {path}", location=step.where("workflow"))
         child = load_workflow(path)
         unknown = sorted(set(step.with_) - set(child.inputs))
         if unknown:
@@ -149,6 +153,8 @@ def _check(text: str, workflow: Workflow, allowed: set[str], where: Location, *,
         tree = templating.environment().parse(source)
     except TemplateSyntaxError as exc:
         raise InputError(f"template syntax error: {exc.message}", location=where) from None
+    except TemplateError as exc:  # too deeply nested, or a number too long to read
+        raise InputError(f"template error: {exc}", location=where) from None
     unknown = sorted(meta.find_undeclared_variables(tree) - allowed)
     if unknown:
         raise InputError(
@@ -156,6 +162,7 @@ def _check(text: str, workflow: Workflow, allowed: set[str], where: Location, *,
             location=where,
             hint=f"available here: {', '.join(sorted(allowed))}",
         )
+    check_step_fields(tree, where)
     for node in tree.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name == "inputs" and node.attr not in workflow.inputs:
             close = difflib.get_close_matches(node.attr, list(workflow.inputs), n=1, cutoff=0.5)
@@ -170,4 +177,17 @@ def _check(text: str, workflow: Workflow, allowed: set[str], where: Location, *,
                 location=where,
                 hint=f"add {node.attr} to the workflow's env: list (only declared variables are visible)",
             )
+    _vet(tree, where)
+
+
+def _vet(tree: nodes.Template, where: Location) -> None:
+    """What would fail at run time whatever the inputs: `__` names, constants over the limits, Python's nesting limits."""
+    try:
+        templating.check(tree)
+    except TemplateSyntaxError as exc:
+        raise InputError(f"template syntax error: {exc.message}", location=where) from None
+    except SecurityError as exc:
+        raise InputError(f"template error: {exc}", location=where, hint="a template reads data, not Python internals") from None
+    except TemplateError as exc:
+        raise InputError(f"template error: {exc}", location=where) from None
 

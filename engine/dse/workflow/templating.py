@@ -1,36 +1,68 @@
-"""Jinja2 templating for workflows, sandboxed and strict.
+"""Jinja2 templating for workflows, sandboxed, strict and bounded.
 
 Sandboxed because workflow files are shared and run on other people's machines; strict
 because a misspelt variable that renders as an empty string sends a model a broken prompt
 without anyone noticing. Values produced by models or commands are passed in as data and
 are never compiled, so an output containing `{{ 7*7 }}` stays exactly that text.
+
+Bounded because a template is a program: every render runs under a `Budget` of work, size and
+time (see `template_limits` and `template_env`), and `run_bounded` runs rendering in a worker
+thread so that a step's `timeout:` and Ctrl-C act on a runaway template instead of waiting for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from jinja2 import StrictUndefined, TemplateError, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template, TemplateError, nodes
+from jinja2.environment import TemplateExpression
+from jinja2.runtime import Undefined
 
 from ..errors import InputError, Location
+from .template_env import BoundedEnvironment, bounded, compiled, installed_budget, vet
+from .template_limits import LIMITS, Budget, Limits
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+def environment() -> BoundedEnvironment:
+    return BoundedEnvironment()
+
+
+def check(tree: nodes.Template) -> None:
+    """Static checks for `dse validate` on a tree from `environment().parse`; raises TemplateError."""
+    vet(tree, environment())
 
 
 def render(template: str, context: Mapping[str, Any], *, where: Location | None = None) -> str:
     """Render one template string; any template error names the step's file and line."""
     if "{" not in template:
         return template
-    try:
-        return environment().from_string(template).render(**context)
-    except TemplateError as exc:
-        raise InputError(f"template error: {exc}", location=where) from None
+    with _located(where, "template error"), _budget() as budget:
+        parts, total = [], 0
+        for part in _template(template).generate(**context):
+            total += len(part)
+            budget.require(total, "the rendered text")
+            parts.append(part)
+        return "".join(parts)
+
+
+@lru_cache(maxsize=512)
+def _template(source: str) -> Template:
+    """Compiled once per text: a `for_each` step renders the same prompt for every item."""
+    return compiled(lambda: environment().from_string(source))
+
+
+@lru_cache(maxsize=512)
+def _expression(source: str) -> TemplateExpression:
+    """Compiled once per text, like `_template`."""
+    environment().parse("{{ " + source + " }}")  # the nesting and number checks, which compile_expression skips
+    return compiled(lambda: environment().compile_expression(source, undefined_to_none=False))
 
 
 def render_value(value: Any, context: Mapping[str, Any], *, where: Location | None = None) -> Any:
@@ -45,11 +77,61 @@ def render_value(value: Any, context: Mapping[str, Any], *, where: Location | No
 
 
 def evaluate(expression: str, context: Mapping[str, Any], *, where: Location | None = None) -> Any:
-    """Evaluate a bare expression such as a `when:` condition."""
+    """Evaluate a bare expression such as a `when:` condition; a lazy result is made into a list here, under the budget."""
+    with _located(where, f"expression error in {expression!r}"), _budget() as budget:
+        value = _expression(expression)(**context)
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+        if isinstance(value, Iterator):
+            value = list(value)
+        return budget.charge(value, "the value")
+
+
+async def run_bounded(
+    work: Callable[[], T], *, seconds: float | None = None, where: Location | None = None, limits: Limits = LIMITS
+) -> T:
+    """Run template work in a worker thread under one budget, so a step's timeout and Ctrl-C act on it.
+
+    On the event loop a runaway template would block every other step, the step's timeout and
+    the SIGINT handler alike. Whatever ends the wait (the deadline, a cancellation) trips the
+    budget, so the worker stops at its next operation instead of burning CPU for nobody.
+    """
+    budget = Budget(limits, seconds)
+
+    def in_worker() -> T:
+        with bounded(budget):
+            return work()
+
     try:
-        return environment().compile_expression(expression, undefined_to_none=False)(**context)
+        return await asyncio.wait_for(asyncio.to_thread(in_worker), budget.seconds)
+    except asyncio.TimeoutError:
+        raise InputError(f"template error: rendering timed out after {budget.seconds:g}s", location=where) from None
+    finally:
+        budget.cancel()
+
+
+def _budget() -> AbstractContextManager[Budget]:
+    """The budget installed by `run_bounded` or a caller, else a fresh one for this render alone."""
+    installed = installed_budget()
+    return nullcontext(installed) if installed is not None else bounded(Budget())
+
+
+@contextmanager
+def _located(where: Location | None, what: str) -> Iterator[None]:
+    """Whatever a template does wrong becomes one located input error, never a traceback.
+
+    Besides Jinja's own errors, a template's operations raise ordinary Python exceptions
+    (`1/0`, `'a'.index('b')`, a recursion too deep): they are the template's fault and are
+    reported like any other template error.
+    """
+    try:
+        yield
     except TemplateError as exc:
-        raise InputError(f"expression error in {expression!r}: {exc}", location=where) from None
+        raise InputError(f"{what}: {exc}", location=where) from None
+    except RecursionError:
+        raise InputError(f"{what}: it recurses or nests too deeply", location=where) from None
+    except Exception as exc:
+        raise InputError(f"{what}: {type(exc).__name__}: {exc}", location=where) from None
 
 
 def step_references(*sources: Any) -> set[str]:
