@@ -333,8 +333,11 @@ class Executor:
     ) -> Any:
         step, resolution = planned.step, planned.resolution
         assert resolution is not None
-        target = resolution.target if step.timeout is None else replace(resolution.target, timeout=step.timeout)
+        started = time.monotonic()
         messages = await templating.run_bounded(lambda: self._messages(planned, context), seconds=step.timeout, where=step.location)
+        # One `timeout:` covers the step: the call gets what rendering left of it.
+        left = None if step.timeout is None else max(step.timeout - (time.monotonic() - started), 0.001)
+        target = resolution.target if left is None else replace(resolution.target, timeout=left)
         prompt = messages[-1].content
         if prompts is None:
             result.prompt = prompt
