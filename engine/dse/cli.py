@@ -56,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="run journals and server logs (default: $DSE_STATE_DIR or .dse)")
         return sub
 
-    run = command("run", "run a workflow", "dse run workflows/review.yaml --input target=.\n  dse run --resume 20261122-043012-3f9a")
-    run.add_argument("workflow", nargs="?", help="path to a workflow YAML file")
+    run = command(
+        "run",
+        "run a workflow",
+        "dse run workflows/review.yaml --input target=.\n  dse run blog_workflow -i task='async Python'   (a workflow in the config's workflows:)\n"
+        "  dse run --resume 20261122-043012-3f9a",
+    )
+    run.add_argument("workflow", nargs="?", help="a workflow YAML file, or the name of one in the config's `workflows:`")
     run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
@@ -65,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
 
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
-    plan.add_argument("workflow")
+    plan.add_argument("workflow", help="a workflow YAML file, or the name of one in the config's `workflows:`")
     plan.add_argument("--why", action="store_true", help="print every reason in the resolution chain")
 
     validate = command("validate", "check a config and workflows without running anything", "dse validate workflows/review.yaml")
     validate.add_argument("files", nargs="*", help="workflow files (a file with an `llm:` or `tools:` key is checked as a config)")
+    for strict in (run, plan, validate):
+        strict.add_argument("--strict", action="store_true", help="sections of other DiSE subsystems in the config are errors, not a warning")
 
     select = command("select", "rank the configured models for a task with the weighted model selector", 'dse select "Generate complex Python code with type hints" --max-cost medium')
     select.add_argument("task", help="what the model is for, in plain words")
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--specialization", metavar="NAME", help="code, reasoning, writing, summarization, long_context, chat")
     select.add_argument("--backend", action="append", default=[], metavar="NAME", help="only these backends (repeatable)")
     select.add_argument("--exclude-backend", action="append", default=[], metavar="NAME", help="never these backends (repeatable)")
+    select.add_argument("--tool", metavar="NAME", help="rank for this tool: its DiSE tiers and tags are the selector's prior")
 
     status = command("status", "every backend and endpoint: reachable, ready, models, and why not", "dse status --json")
     status.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
@@ -237,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError("--resume reuses the inputs of the run it resumes; drop --input/--inputs")
         prepared = runner.prepare_resume(args.resume, state_dir, args.config)
     elif args.workflow:
-        prepared = runner.prepare(args.workflow, args.config, _inputs(args))
+        prepared = runner.prepare(args.workflow, args.config, _inputs(args), strict=args.strict)
     else:
         raise InputError("dse run needs a workflow file or --resume RUN_ID", hint="dse run workflows/review.yaml")
     _print_warnings(prepared.warnings)
@@ -327,9 +335,9 @@ def _graph(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from . import console, runner
 
-    prepared = runner.prepare(args.workflow, args.config)
+    prepared = runner.prepare(args.workflow, args.config, strict=args.strict)
     if args.json:
-        print(json.dumps({"workflow": prepared.workflow.name, "steps": console.plan_rows(prepared.plan)}, indent=2))
+        print(json.dumps({"workflow": prepared.workflow.name, "steps": console.plan_rows(prepared.plan), "tools": console.plan_tools(prepared.plan)}, indent=2))
     else:
         _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
         print(console.plan_text(prepared.plan, verbose=args.why))
@@ -340,6 +348,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .routing import Resolver
     from .workflow import build_plan, load_workflow
+    from .workflow.from_config import config_workflow
 
     config_path = args.config
     workflows = []
@@ -348,10 +357,12 @@ def _validate(args: argparse.Namespace) -> int:
             config_path = name
         else:
             workflows.append(name)
-    config = load_config(config_path)
+    config = load_config(config_path, strict=args.strict)
     warnings = list(config.warnings)
     for name in workflows:
         warnings += build_plan(load_workflow(name), config, Resolver(config)).warnings
+    for name in config.workflows:
+        warnings += build_plan(config_workflow(name, config), config, Resolver(config)).warnings
     if args.json:
         print(json.dumps({"valid": True, "config": config.path, "workflows": workflows, "warnings": warnings}, indent=2))
     else:
@@ -385,7 +396,12 @@ def _select(args: argparse.Namespace) -> int:
         "backends": args.backend,
         "exclude_backends": args.exclude_backend,
     }
-    ranked, rejected = Resolver(config).rank(args.task, spec, top_k=args.top_k or config.selector.top_k)
+    tool = None
+    if args.tool is not None:
+        tool = config.tools.get(args.tool)
+        if tool is None:
+            raise InputError(f"no tool {args.tool!r} in {config.path}", hint=f"tools: {', '.join(sorted(config.tools)) or 'none'}")
+    ranked, rejected = Resolver(config).rank(args.task, spec, top_k=args.top_k or config.selector.top_k, tool=tool)
     if args.json:
         print(json.dumps(console.selection_data(ranked, rejected), indent=2))
     else:

@@ -161,6 +161,27 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+def plan_tools(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What each tool the plan calls sends and asks for: its name, system message, prompt template, tiers, bounds."""
+    tools: dict[str, dict[str, Any]] = {}
+    for step_id in plan.order:
+        tool = plan.steps[step_id].tool
+        if tool is None or tool.name in tools:
+            continue
+        details = {
+            "name": tool.display_name,
+            "system": tool.system,
+            "prompt": tool.prompt,
+            "tiers": dict(tool.tiers),
+            "tags": list(tool.tags),
+            "max_tokens": tool.max_tokens,
+            "input_schema": tool.input_schema is not None,
+            "output_schema": tool.output_schema is not None,
+        }
+        tools[tool.name] = {key: value for key, value in details.items() if value not in (None, {}, [], False)}
+    return tools
+
+
 def plan_text(plan: Plan, *, verbose: bool = False) -> str:
     rows = plan_rows(plan)
     shown = [
@@ -181,6 +202,22 @@ def plan_text(plan: Plan, *, verbose: bool = False) -> str:
     named = [f"  {r['step']}: {r['name']}" for r in rows if r["name"]]
     if named:
         out += ["", "step names:", *named]
+    tools = plan_tools(plan)
+    if tools:
+        out += ["", "tools:"]
+        for name, details in tools.items():
+            out.append(f"  {name}" + (f" ({details['name']})" if "name" in details else ""))
+            if "tiers" in details:
+                out.append("    tiers: " + ", ".join(f"{kind} {tier}" for kind, tier in details["tiers"].items()))
+            for key in ("tags", "max_tokens"):
+                if key in details:
+                    out.append(f"    {key}: {cell_text(details[key])}")
+            for key in ("system", "prompt"):
+                if key in details:
+                    out.append(f"    {key}: {_clip(details[key], 120)}")
+            checks = [key for key in ("input_schema", "output_schema") if key in details]
+            if checks:
+                out.append(f"    checks: {', '.join(checks)}")
     if verbose:
         for r in rows:
             for reason in r.get("reasons", []):
@@ -352,13 +389,14 @@ def model_rows(reports: list[BackendReport]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, list):
-            return ", ".join(map(str, value)) or "-"
-        return "-" if value is None else str(value)
+def cell_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)
 
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    body = [[cell_text(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(columns, *body)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]

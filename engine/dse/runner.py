@@ -22,6 +22,7 @@ from .redact import Redactor
 from .routing import Resolver, Target
 from .workflow import Executor, Plan, RunResult, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.executor import ChunkSink, EventSink, StepResult
+from .workflow.from_config import config_workflow, is_config_workflow
 from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory
 
 
@@ -38,14 +39,21 @@ class Prepared:
     warnings: tuple[str, ...] = ()
 
 
-def prepare(workflow_path: str | Path, config_path: str | Path | None = None, inputs: Mapping[str, Any] | None = None) -> Prepared:
+def prepare(
+    workflow_path: str | Path,
+    config_path: str | Path | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = False,
+) -> Prepared:
     """Load and check everything a run needs; raises InputError(s) and starts nothing.
 
     Planning needs no server binary: whether `llama-server` and the model are installed is
     checked by `run_workflow`, before its journal opens.
     """
-    config = load_config(config_path)
-    workflow = load_workflow(workflow_path)
+    config = load_config(config_path, strict=strict)
+    reference = str(workflow_path)
+    workflow = config_workflow(reference, config) if is_config_workflow(reference, config) else load_workflow(workflow_path)
     plan = build_plan(workflow, config, Resolver(config))
     bound = bind_inputs(workflow, inputs or {})
     return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
@@ -66,7 +74,7 @@ def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None 
     meta = record.meta
     prepared = prepare(meta["workflow"], config_path or meta["config"], meta["inputs"])
     warnings = list(prepared.warnings)
-    if file_digest(meta["workflow"]) != meta.get("workflow_digest"):
+    if file_digest(meta["workflow"].split("#", 1)[0]) != meta.get("workflow_digest"):
         warnings.append(f"{meta['workflow']} changed since run {run_id}; finished steps are reused as they were")
     reuse = {
         step_id: StepResult.from_record(event)

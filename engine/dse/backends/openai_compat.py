@@ -151,9 +151,10 @@ class OpenAICompatBackend:
         context = self._context(endpoint, model)
         started = time.perf_counter()
         try:
-            result = await self._client(endpoint).embeddings.create(
-                **self._model_args(model), input=list(texts), encoding_format="float"
-            )
+            args: dict[str, Any] = {**self._model_args(model), "input": list(texts), "encoding_format": "float"}
+            if self.config.embedding_dimensions:
+                args["dimensions"] = self.config.embedding_dimensions
+            result = await self._client(endpoint).embeddings.create(**args)
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai) from None
         if len(result.data) != len(texts):

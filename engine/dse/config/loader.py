@@ -17,11 +17,15 @@ from typing import Any
 
 import httpx
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
 from ..backends.registry import backend_type, is_backend_type, type_names
 from .. import redact
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
 from . import schema
+from .dise import FOREIGN_SECTIONS, OUTPUT_TOKENS, TIER_WEIGHTS, format_to_jinja, word
 from .env import expand
 from .model import (
     AzureDeployment,
@@ -60,8 +64,12 @@ def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> 
     )
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Load the effective config; raise InputError(s) naming file, line and key on bad input."""
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None, *, strict: bool = False) -> Config:
+    """Load the effective config; raise InputError(s) naming file, line and key on bad input.
+
+    Sections of other DiSE subsystems are set aside unread (their `${VAR}` too) with one
+    warning naming them; `strict` makes that warning an error.
+    """
     env = os.environ if environ is None else environ
     config_path = find_config(str(path) if path else None, env, Path.cwd())
     source = read_yaml(config_path)
@@ -69,7 +77,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         source.data = {}
     if not isinstance(source.data, dict):
         raise InputError("a config must be a YAML mapping with an `llm:` key", location=Location(str(config_path), 1, 1))
-    expansion = expand(source.data, env, strict_paths=_STRICT_PLACES)
+    foreign = [key for key in source.data if key in FOREIGN_SECTIONS]
+    notice = _foreign_notice(source, foreign, strict)
+    own = {key: value for key, value in source.data.items() if key not in FOREIGN_SECTIONS}
+    expansion = expand(own, env, strict_paths=_STRICT_PLACES)
     problems = [InputError(why, location=source.locate(path)) for path, why in expansion.malformed]
     problems += _unset_outside_backends(source, expansion.missing)
     if problems:
@@ -81,7 +92,18 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     config = _build(source, expansion.data, expansion.missing, env)
     secrets = secret_values(expansion.substituted, config.backends.values())
     redact.remember(secrets)
-    return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)))
+    warnings = (notice, *config.warnings) if notice else config.warnings
+    return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)), warnings=warnings)
+
+
+def _foreign_notice(source: YamlSource, foreign: list[str], strict: bool) -> str | None:
+    """The one warning naming DiSE sections dse does not use; under `strict`, an error at the first."""
+    if not foreign:
+        return None
+    message = f"not used by dse: {', '.join(foreign)} (sections of other DiSE subsystems, left unread)"
+    if strict:
+        raise InputError(message, location=source.locate((foreign[0],)), hint="remove them, or drop --strict")
+    return f"{source.locate((foreign[0],))}: {message}"
 
 
 def _without(error: InputError, values: set[str]) -> InputError:
@@ -119,8 +141,9 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
 
     defaults_raw = llm.get("global_defaults") or {}
     defaults = GlobalDefaults(**{k: defaults_raw.get(k) for k in GlobalDefaults.__dataclass_fields__})
+    defaults = _embeddings(source, data.get("embeddings") or {}, backends, defaults, missing, env)
     tools = {
-        name: _tool(name, raw or {}, source.locate(("tools", name)))
+        name: _tool(name, raw or {}, source)
         for name, raw in (data.get("tools") or {}).items()
     }
 
@@ -174,6 +197,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         retry=RetrySettings(**(llm.get("retry") or {})),
         circuit_breaker=BreakerSettings(**(llm.get("circuit_breaker") or {})),
         warnings=tuple(warnings),
+        workflows=data.get("workflows") or {},
         implicit={
             t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },
@@ -232,11 +256,59 @@ def url_problem(url: object) -> str | None:
     return None
 
 
+def _embeddings(
+    source: YamlSource,
+    section: dict[str, Any],
+    backends: dict[str, BackendConfig],
+    defaults: GlobalDefaults,
+    missing: dict[KeyPath, list[str]],
+    env: Mapping[str, str],
+) -> GlobalDefaults:
+    """DiSE's `embeddings:` section: `backend` is the embedding backend, each entry that backend's model.
+
+    An entry fills in the model (and vector size) of a backend declared under `llm:`. The
+    chosen backend may be declared only here, with its key and URL; an unset variable in its
+    entry then makes it unavailable, as in a backend block. Entries for backends neither
+    declared nor chosen are DiSE's alternatives, left unread.
+    """
+    chosen = section.get("backend")
+    for name, entry in section.items():
+        if name == "backend" or not isinstance(entry, dict) or (name not in backends and name != chosen):
+            continue
+        path: KeyPath = ("embeddings", name)
+        if name not in backends:
+            if not is_backend_type(name):
+                raise InputError(
+                    f"embedding backend {name!r} is neither declared under llm: nor a backend type",
+                    location=source.locate(path),
+                    hint=f"declare llm.{name} with a `type:`",
+                )
+            unset = sorted({v for p, vs in missing.items() if p[:2] == path for v in vs})
+            block = {key: entry[key] for key in ("api_key", "base_url") if key in entry}
+            backends[name] = _backend(name, block, unset, source.locate(path), env)
+        current = backends[name]
+        backends[name] = replace(
+            current,
+            embedding_model=current.embedding_model or entry.get("model") or entry.get("deployment"),
+            embedding_dimensions=entry.get("dimensions"),
+        )
+    if chosen and defaults.default_embedding_backend not in (None, chosen):
+        raise InputError(
+            f"embeddings.backend is {chosen!r} but llm.global_defaults.default_embedding_backend is "
+            f"{defaults.default_embedding_backend!r}",
+            location=source.locate(("embeddings", "backend")),
+            hint="they mean the same: keep one",
+        )
+    return replace(defaults, default_embedding_backend=defaults.default_embedding_backend or chosen)
+
+
 def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]]) -> list[InputError]:
     """An unset variable inside a backend block only disables that backend; anywhere else it is an error."""
     errors = []
     for key_path, names in missing.items():
-        in_block = len(key_path) >= 2 and key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS
+        in_block = len(key_path) >= 2 and (
+            (key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS) or key_path[0] == "embeddings"
+        )
         if not (in_block or (key_path and is_backend_type(str(key_path[0])))):
             errors.append(
                 InputError(
@@ -317,20 +389,52 @@ def _endpoint(item: str | dict[str, Any]) -> Endpoint:
     return Endpoint(item) if isinstance(item, str) else Endpoint(**item)
 
 
-def _tool(name: str, raw: dict[str, Any], location: Location) -> ToolConfig:
+def _tool(name: str, raw: dict[str, Any], source: YamlSource) -> ToolConfig:
+    """A tool, with DiSE's spellings of its fields read as what DiSE uses them for."""
     llm = raw.get("llm") or {}
+    path: KeyPath = ("tools", name)
+    length = raw.get("max_output_length")
+    for key in ("input_schema", "output_schema"):
+        if raw.get(key) is not None:
+            try:
+                Draft202012Validator.check_schema(raw[key])
+            except SchemaError as exc:
+                raise InputError(f"not a valid JSON Schema: {exc.message}", location=source.locate((*path, key))) from None
     return ToolConfig(
         name=name,
         type=raw.get("type", "llm"),
         description=raw.get("description"),
-        backend=raw.get("backend"),
+        backend=_one_of(source, path, raw, "backend", "backend"),
         model=llm.get("model"),
         model_key=llm.get("model_key"),
         temperature=llm.get("temperature"),
-        max_tokens=llm.get("max_tokens"),
+        max_tokens=llm.get("max_tokens") or (OUTPUT_TOKENS[word(length)] if isinstance(length, str) else length),
         timeout=llm.get("timeout"),
-        system=raw.get("system"),
-        prompt=raw.get("prompt"),
-        location=location,
+        system=_one_of(source, path, raw, "system", "system_prompt"),
+        prompt=_one_of(source, path, raw, "prompt", "prompt_template"),
+        location=source.locate(path),
+        display_name=raw.get("name"),
+        tags=tuple(raw.get("tags") or ()),
+        tiers={kind: word(raw[f"{kind}_tier"]) for kind in TIER_WEIGHTS if raw.get(f"{kind}_tier")},
+        input_schema=raw.get("input_schema"),
+        output_schema=raw.get("output_schema"),
     )
 
+
+def _one_of(source: YamlSource, tool: KeyPath, raw: dict[str, Any], own: str, dise: str) -> str | None:
+    """A field dse and DiSE spell differently (`system`, `llm.system_prompt`): either, never both.
+
+    DiSE's templates use Python's `{name}`; they are turned into the Jinja dse renders.
+    """
+    theirs = (raw.get("llm") or {}).get(dise)
+    if raw.get(own) is not None and theirs is not None:
+        raise InputError(
+            f"tool {tool[-1]!r} sets both `{own}` and `llm.{dise}`, which mean the same",
+            location=source.locate((*tool, "llm", dise)),
+            hint="keep one of them",
+        )
+    if theirs is None:
+        return None if raw.get(own) is None else str(raw[own])
+    if own == "backend":
+        return str(theirs)
+    return format_to_jinja(str(theirs), source.locate((*tool, "llm", dise)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from ..errors import Location
 
@@ -85,6 +85,7 @@ class BackendConfig:
     endpoints: Mapping[str | None, tuple[Endpoint, ...]] = field(default_factory=dict)
     context_windows: Mapping[str, int] = field(default_factory=dict)
     embedding_model: str | None = None
+    embedding_dimensions: int | None = None
     timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     endpoint: str | None = None
@@ -150,6 +151,11 @@ class ToolConfig:
     system: str | None = None
     prompt: str | None = None
     location: Location | None = None
+    display_name: str | None = None
+    tags: tuple[str, ...] = ()
+    tiers: Mapping[str, str] = field(default_factory=dict)
+    input_schema: Mapping[str, object] | None = None
+    output_schema: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     implicit: Mapping[str, BackendConfig] = field(default_factory=dict)
     secrets: tuple[Secret, ...] = ()
+    workflows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, relevance
 
 from ..backends.registry import type_names
+from .dise import FOREIGN_SECTIONS
 from ..errors import InputError, InputErrors
 from .yaml_source import YamlSource, dotted
 
@@ -38,6 +39,10 @@ def schema_document(name: str) -> dict[str, Any]:
     with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as handle:
         document: dict[str, Any] = json.load(handle)
     if name == "config":
+        for section in sorted(FOREIGN_SECTIONS):
+            document["properties"][section] = {
+                "description": "A section of another DiSE subsystem: dse does not use it, and `dse validate` says so."
+            }
         names = type_names()
         pattern = "^(" + "|".join(names) + ")$"
         document["$defs"]["backendType"]["enum"] = list(names)

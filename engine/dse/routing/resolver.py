@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backends.registry import EMBEDDINGS, backend_type, type_names, vendor_of
 from ..balance.directory import EndpointDirectory
+from ..config.dise import TIER_WEIGHTS, specialization_of
 from ..config.model import BackendConfig, Config, ToolConfig
 from ..errors import InputError, Location
 from . import catalog, directives, selector
@@ -234,8 +235,13 @@ class Resolver:
         specialization: str | None = None,
         top_k: int | None = None,
         location: Location | None = None,
+        tool: ToolConfig | None = None,
     ) -> tuple[list[selector.Ranked], list[selector.Ranked]]:
-        """Ranked candidates and the rejected ones with reasons: `model: auto`, directives and `dse select`."""
+        """Ranked candidates and the rejected ones with reasons: `model: auto`, directives and `dse select`.
+
+        A tool's DiSE tiers are the selector's prior for it: unless weights are given, each
+        tier scales its criterion's weight, and a tag naming a specialization is what the tool needs.
+        """
         spec = dict(spec or {})
         candidates = self.candidates(only=only)
         try:
@@ -247,7 +253,9 @@ class Resolver:
                 backends=tuple(spec.get("backends") or ()),
                 exclude_backends=tuple(spec.get("exclude_backends") or ()),
             )
-            weights = weights or selector.Weights(**self.config.selector.weights)
+            base = dict(self.config.selector.weights)
+            tiers = tool.tiers if tool is not None else {}
+            weights = weights or selector.Weights(**{k: v * TIER_WEIGHTS[k].get(tiers[k], 1.0) if k in tiers else v for k, v in base.items()})
         except ValueError as exc:
             raise InputError(f"model selector: {exc}", location=location) from None
         overrides = self.config.selector.models
@@ -260,6 +268,7 @@ class Resolver:
             top_k=spec.get("top_k", top_k),
             overrides=overrides,
             context_windows=windows,
+            specialization=specialization_of(tool.tags) if tool is not None else None,
         )
         rejected = selector.explain_rejections(candidates, constraints=constraints, overrides=overrides, context_windows=windows)
         return ranked, rejected
@@ -287,7 +296,11 @@ class Resolver:
             specialization=specialization,
             top_k=1,
             location=intent.location,
+            tool=intent.tool,
         )
+        if intent.tool is not None and intent.tool.tiers and weights is None:
+            tiers = ", ".join(f"{kind} {tier}" for kind, tier in intent.tool.tiers.items())
+            reasons.append(f"tool {intent.tool.name!r} tiers ({tiers}) weigh the selector")
         if not ranked:
             why = "; ".join(f"{r.candidate.backend}:{r.candidate.model}: {r.rejected}" for r in rejected[:4])
             raise InputError(

@@ -23,6 +23,7 @@ from ..balance import EndpointPool, Lease, pool_for
 from ..config.model import BackendConfig, Config, RetrySettings
 from ..errors import (
     AuthError,
+    BadRequest,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -266,6 +267,15 @@ class Router:
             return response
 
         (response, _used), _attempts = await self._route(replace(target, fallbacks=()), (), None, call)
+        size = self._config(target.backend).embedding_dimensions
+        wrong = sorted({len(v) for v in response.vectors if len(v) != size}) if size else []
+        if wrong:
+            raise BadRequest(
+                f"{target.backend} returned vectors of {', '.join(map(str, wrong))} dimensions; the config says {size}",
+                backend=target.backend,
+                endpoint=response.endpoint,
+                hint=f"set embeddings.{target.backend}.dimensions to what {target.model} produces",
+            )
         return response
 
     async def context_limit(self, target: Target) -> tuple[int, str]:

@@ -345,21 +345,26 @@ class Executor:
             prompts.append(prompt)
         retry = dict(step.retry) or None
         text = await self._complete(target, messages, retry, result, stream=step.stream)
-        if step.output != "json":
+        # A tool's `output_schema` (DiSE) asks for JSON as a step's `output: json` does.
+        schema = step.output_schema or (planned.tool.output_schema if planned.tool else None)
+        if step.output != "json" and schema is None:
             return text
         try:
-            return _parse_json(text, step.output_schema)
+            return _parse_json(text, schema)
         except OutputNotJson as first:
             messages += [
                 Message("assistant", text),
                 Message("user", f"That was not valid JSON ({first}). Reply with the JSON only, nothing else."),
             ]
-            return _parse_json(await self._complete(target, messages, retry, result, stream=False), step.output_schema)
+            return _parse_json(await self._complete(target, messages, retry, result, stream=False), schema)
 
     def _messages(self, planned: PlannedStep, context: dict[str, Any]) -> list[Message]:
         """The system and user messages of a model call; renders, so it runs in a worker under `templating.run_bounded`."""
         step, tool = planned.step, planned.tool
-        local = {**context, **templating.render_value(dict(step.with_), context, where=step.where("with"))}
+        given = templating.render_value(dict(step.with_), context, where=step.where("with"))
+        if tool is not None and tool.input_schema is not None:
+            _check_input(given, tool.input_schema, tool.name, step.where("with"))
+        local = {**context, **given}
         messages = []
         system = step.system if step.system is not None else (tool.system if tool else None)
         if system:
@@ -463,6 +468,14 @@ def _template_where(planned: PlannedStep, key: str) -> Location:
     if getattr(planned.step, key) is None and tool is not None and tool.location is not None:
         return tool.location
     return planned.step.where(key)
+
+
+def _check_input(given: Mapping[str, Any], schema: Mapping[str, Any], tool: str, where: Location | None) -> None:
+    """A tool's `input_schema` (DiSE) is checked against what the step passes it, after rendering."""
+    errors = sorted(Draft202012Validator(schema).iter_errors(dict(given)), key=lambda e: list(map(str, e.path)))
+    if errors:
+        at = ".".join(map(str, errors[0].path)) or "with"
+        raise InputError(f"step input {at} does not match tool {tool!r}'s input_schema: {errors[0].message}", location=where)
 
 
 def _parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:

@@ -62,7 +62,7 @@ class RunJournal:
             "id": run_id,
             "workflow": str(Path(workflow).resolve()),
             "workflow_name": workflow_name,
-            "workflow_digest": file_digest(workflow),
+            "workflow_digest": file_digest(workflow.split("#", 1)[0]),
             "config": str(Path(config).resolve()),
             "inputs": dict(inputs),
             "created": time.time(),

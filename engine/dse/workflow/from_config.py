@@ -1,0 +1,87 @@
+"""DiSE's `workflows:` section of a config, as the workflows dse runs: `dse run blog_workflow`.
+
+A DiSE workflow is a list of steps, each calling a tool with a description of its part. They
+run in order; each step gets the workflow's `task` input, its own description and the previous
+step's output, as `with:` values its tool's prompt can use (`{task}`, `{description}`,
+`{previous}`). A tool without a prompt is sent the description, the task and the previous
+output as one message. The last step's output is the workflow's `result`.
+
+Such a workflow lives at `CONFIG#NAME`, which is what journals record, so `--resume` finds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, read_yaml
+from ..errors import InputError, Location
+from .model import InputSpec, Step, Workflow
+
+SEPARATOR = "#"
+
+
+def is_config_workflow(reference: str, config: Config) -> bool:
+    """A name the config's `workflows:` defines (or its `CONFIG#NAME` form), and no file of that name."""
+    if Path(reference).exists():
+        return False
+    return _name(reference) in config.workflows
+
+
+def config_workflow(reference: str, config: Config) -> Workflow:
+    name = _name(reference)
+    source = read_yaml(Path(config.path))
+    raw: dict[str, Any] = dict(config.workflows[name])
+    steps: list[Step] = []
+    for index, item in enumerate(raw["steps"]):
+        at = ("workflows", name, "steps", index)
+        tool = config.tools.get(item["tool"])
+        previous = steps[-1].id if steps else None
+        given: dict[str, Any] = {"task": "{{ inputs.task }}", "description": _literal(item.get("description", ""))}
+        if previous is not None:
+            given["previous"] = f"{{{{ steps.{previous}.output }}}}"
+        steps.append(
+            Step(
+                id=item["step_id"],
+                location=source.locate((*at, "step_id")),
+                name=item.get("description"),
+                needs=(previous,) if previous else (),
+                tool=item["tool"],
+                prompt=None if tool is not None and tool.prompt else _message(previous),
+                backend=item.get("backend"),
+                with_=given,
+                key_locations={key: source.locate((*at, key)) for key in item},
+            )
+        )
+    _unique(steps)
+    return Workflow(
+        name=name,
+        path=f"{config.path}{SEPARATOR}{name}",
+        source=source,
+        steps=tuple(steps),
+        inputs={"task": InputSpec("task", default="", description="what the workflow works on")},
+        outputs={"result": f"{{{{ steps.{steps[-1].id}.output }}}}"},
+        description=raw.get("description") or raw.get("name"),
+    )
+
+
+def _name(reference: str) -> str:
+    return reference.rsplit(SEPARATOR, 1)[-1]
+
+
+def _literal(text: str) -> str:
+    """A description is sent as written, even if it holds template syntax."""
+    return f"{{% raw %}}{text}{{% endraw %}}" if text else ""
+
+
+def _message(previous: str | None) -> str:
+    earlier = f"\n\nThe previous step's output:\n{{{{ previous }}}}" if previous else ""
+    return "{{ description }}\n\n{{ task }}" + earlier
+
+
+def _unique(steps: list[Step]) -> None:
+    seen: dict[str, Location] = {}
+    for step in steps:
+        if step.id in seen:
+            raise InputError(f"duplicate step_id {step.id!r} (first at line {seen[step.id].line})", location=step.location)
+        seen[step.id] = step.location
