@@ -101,13 +101,13 @@ def format_to_jinja(text: str, where: Location) -> str:
     literal; literal text that looks like Jinja is fenced in `{% raw %}` so it is sent as written.
     """
     out: list[str] = []
+    literal = ""
     try:
         parts = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise InputError(f"not a valid DiSE template: {exc}", location=where, hint="write {name} for a value, {{ and }} for braces") from None
-    for literal, field, spec, conversion in parts:
-        if literal:
-            out.append(f"{{% raw %}}{literal}{{% endraw %}}" if re.search(r"\{[{%#]|[}%#]\}", literal) else literal)
+    for piece, field, spec, conversion in parts:
+        literal += piece
         if field is None:
             continue
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field) or spec or conversion:
@@ -116,5 +116,11 @@ def format_to_jinja(text: str, where: Location) -> str:
                 location=where,
                 hint="use a plain {name}, or write the template as `prompt:` in Jinja",
             )
-        out.append(f"{{{{ {field} }}}}")
-    return "".join(out)
+        out += [_fenced(literal), f"{{{{ {field} }}}}"]
+        literal = ""
+    return "".join([*out, _fenced(literal)])
+
+
+def _fenced(literal: str) -> str:
+    """Text that Jinja would read as its own syntax is kept as written."""
+    return f"{{% raw %}}{literal}{{% endraw %}}" if re.search(r"\{[{%#]|[}%#]\}", literal) else literal

@@ -2,8 +2,8 @@
 
 A DiSE workflow is a list of steps, each calling a tool with a description of its part. They
 run in order; each step gets the workflow's `task` input, its own description and the previous
-step's output, as `with:` values its tool's prompt can use (`{task}`, `{description}`,
-`{previous}`). A tool without a prompt is sent the description, the task and the previous
+step's output (empty for the first), as `with:` values its tool's prompt can use (`{task}`,
+`{description}`, `{previous}`). A tool without a prompt is sent the description, the task and the previous
 output as one message. The last step's output is the workflow's `result`.
 
 Such a workflow lives at `CONFIG#NAME`, which is what journals record, so `--resume` finds it.
@@ -37,9 +37,11 @@ def config_workflow(reference: str, config: Config) -> Workflow:
         at = ("workflows", name, "steps", index)
         tool = config.tools.get(item["tool"])
         previous = steps[-1].id if steps else None
-        given: dict[str, Any] = {"task": "{{ inputs.task }}", "description": _literal(item.get("description", ""))}
-        if previous is not None:
-            given["previous"] = f"{{{{ steps.{previous}.output }}}}"
+        given: dict[str, Any] = {
+            "task": "{{ inputs.task }}",
+            "description": _literal(item.get("description", "")),
+            "previous": f"{{{{ steps.{previous}.output }}}}" if previous else "",
+        }
         steps.append(
             Step(
                 id=item["step_id"],
