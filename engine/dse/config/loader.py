@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from ..backends.registry import backend_type, is_backend_type, type_names
 from .. import redact
+from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
 from . import schema
