@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
     show.add_argument("--config", metavar="PATH")
     show.add_argument("--json", action="store_true")
+    dise = config_commands.add_parser("import", help="write a dse config equivalent to a DiSE config file, and report what was mapped and dropped")
+    dise.add_argument("file", help="a DiSE config file (model registry, model_roles, model_tiers or ollama: layout)")
+    dise.add_argument("-o", "--output", metavar="OUT", help="write the dse config here (default: stdout)")
+    dise.add_argument("--json", action="store_true", help='print {"config", "mapped", "dropped"} as JSON')
     return parser
 
 
@@ -158,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "runs": _runs,
         "show": _show,
         "graph": _graph,
-        "config": _config_show,
+        "config": _config,
     }[args.command]
     try:
         return handler(args)
@@ -417,6 +421,26 @@ def _config_show(args: argparse.Namespace) -> int:
 
     data = to_data(load_config(args.config))
     print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    return _config_import(args) if args.config_command == "import" else _config_show(args)
+
+
+def _config_import(args: argparse.Namespace) -> int:
+    """A DiSE config as a dse config, on stdout or `-o`; the report of every key, located, on stderr."""
+    from .config.dise_import import import_file
+
+    result = import_file(Path(args.file))
+    if args.output:
+        try:
+            Path(args.output).write_text(result.to_yaml(), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.output}: cannot write: {exc.strerror}") from None
+    if args.json or not args.output:
+        print(json.dumps(result.as_dict(), indent=2) if args.json else result.to_yaml().rstrip())
+    print("\n".join(result.report()), file=sys.stderr)
     return 0
 
 
