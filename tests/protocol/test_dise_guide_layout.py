@@ -145,3 +145,17 @@ def test_dise_templates_become_jinja_without_running_what_they_quote() -> None:
     with pytest.raises(InputError, match=r"field \{code!r\} is not supported") as info:
         format_to_jinja("Review {code!r}", here)
     assert info.value.location == here
+
+
+@pytest.mark.parametrize("layout", sorted(p.name for p in (ROOT / "tests" / "fixtures" / "dise_layouts").glob("*.yaml")))
+def test_another_dise_layout_is_one_error_that_names_the_import(tmp_path: Path, layout: str) -> None:
+    """Not a wall of unknown keys: one located error naming the layout and the command that converts it."""
+    path = ROOT / "tests" / "fixtures" / "dise_layouts" / layout
+    result = run_dse("validate", "--config", str(path), cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dse: error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert f"{path}:" in errors[0] and "layout, which dse reads once converted" in errors[0]
+    assert f"dse config import {path} -o" in errors[0]
+    converted = tmp_path / "converted.yaml"
+    assert run_dse("config", "import", str(path), "-o", str(converted), cwd=tmp_path).returncode == 0
+    assert run_dse("validate", "--config", str(converted), cwd=tmp_path).returncode == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import InputError, Location
 
@@ -124,3 +125,35 @@ def format_to_jinja(text: str, where: Location) -> str:
 def _fenced(literal: str) -> str:
     """Text that Jinja would read as its own syntax is kept as written."""
     return f"{{% raw %}}{literal}{{% endraw %}}" if re.search(r"\{[{%#]|[}%#]\}", literal) else literal
+
+
+# Keys that only DiSE's other config layouts have, and what each layout is called.
+_OTHER_LAYOUTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("llm", "models"), "model registry (llm.models)"),
+    (("llm", "defaults"), "model registry (llm.defaults)"),
+    (("llm", "roles"), "model registry (llm.roles)"),
+    (("llm", "backends"), "model registry (llm.backends)"),
+    (("llm", "model_roles"), "model_roles"),
+    (("model_tiers",), "model_tiers"),
+    (("role_to_tier_mapping",), "model_tiers (role_to_tier_mapping)"),
+    (("context_windows",), "top-level context_windows"),
+    (("embedding",), "top-level embedding"),
+)
+
+
+def other_layout(data: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """Where a config uses one of DiSE's layouts other than the guide's, and which: those are imported, not read."""
+    for path, name in _OTHER_LAYOUTS:
+        node: Any = data
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            return path, name
+    legacy = data.get("ollama")
+    if isinstance(legacy, Mapping):
+        models = legacy.get("models")
+        if isinstance(models, Mapping) and any(isinstance(v, Mapping) for v in models.values()):
+            return ("ollama", "models"), "top-level ollama block with per-role settings"
+        if "embedding" in legacy:
+            return ("ollama", "embedding"), "top-level ollama block with per-role settings"
+    return None

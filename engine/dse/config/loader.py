@@ -24,7 +24,7 @@ from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
 from . import schema
-from .dise import FOREIGN_SECTIONS, OUTPUT_TOKENS, TIER_WEIGHTS, format_to_jinja, word
+from .dise import FOREIGN_SECTIONS, OUTPUT_TOKENS, TIER_WEIGHTS, format_to_jinja, other_layout, word
 from .env import expand
 from .model import (
     AzureDeployment,
@@ -76,6 +76,13 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         source.data = {}
     if not isinstance(source.data, dict):
         raise InputError("a config must be a YAML mapping with an `llm:` key", location=Location(str(config_path), 1, 1))
+    layout = other_layout(source.data)
+    if layout is not None:
+        raise InputError(
+            f"this config uses DiSE's {layout[1]} layout, which dse reads once converted",
+            location=source.locate(layout[0]),
+            hint=f"dse config import {config_path} -o config.dse.yaml  (it reports every key it maps or drops)",
+        )
     foreign = [key for key in source.data if key in FOREIGN_SECTIONS]
     notice = _foreign_notice(source, foreign, strict)
     own = {key: value for key, value in source.data.items() if key not in FOREIGN_SECTIONS}
