@@ -19,7 +19,7 @@ from stubs import Reply, StubServer, openai_chat, refused_url
 from dse.backends import Message
 from dse.backends import LoadedModel, ServerReport, ServerReporter, make_backend
 from dse.config import load_config
-from dse.config.model import BackendConfig, Endpoint
+from dse.config.model import BackendConfig
 from dse.console import show_text, status_text
 from dse.routing import Intent, Resolver
 from dse.routing.router import Router

@@ -77,7 +77,7 @@ def _literal(text: str) -> str:
 
 
 def _message(previous: str | None) -> str:
-    earlier = f"\n\nThe previous step's output:\n{{{{ previous }}}}" if previous else ""
+    earlier = "\n\nThe previous step's output:\n{{ previous }}" if previous else ""
     return "{{ description }}\n\n{{ task }}" + earlier
 
 
