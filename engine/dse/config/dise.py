@@ -117,14 +117,37 @@ def format_to_jinja(text: str, where: Location) -> str:
                 location=where,
                 hint="use a plain {name}, or write the template as `prompt:` in Jinja",
             )
-        out += [_fenced(literal), f"{{{{ {field} }}}}"]
+        if field in _JINJA_WORDS:
+            raise InputError(
+                f"DiSE template field {{{field}}} is a word of dse's Jinja templates, not a value",
+                location=where,
+                hint="name the value otherwise, or write the template as `prompt:` in Jinja",
+            )
+        out += [_fenced(literal, before_field=True), f"{{{{ {field} }}}}"]
         literal = ""
     return "".join([*out, _fenced(literal)])
 
 
-def _fenced(literal: str) -> str:
-    """Text that Jinja would read as its own syntax is kept as written."""
-    return f"{{% raw %}}{literal}{{% endraw %}}" if re.search(r"\{[{%#]|[}%#]\}", literal) else literal
+# Names Jinja reads as its own (literals, operators, globals): `{none}` would render "None", not a value.
+_JINJA_WORDS = frozenset(
+    {
+        "true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else",
+        "self", "range", "dict", "cycler", "joiner", "namespace", "loop", "caller", "varargs", "kwargs",
+    }
+)
+
+
+def _fenced(literal: str, *, before_field: bool = False) -> str:
+    """Text that Jinja would read as its own syntax is kept as written.
+
+    A `{` just before a field would open `{{{ name }}`, and an `{% endraw %}` in the text would
+    end the fence early: the text is then fenced piece by piece around each `{%`.
+    """
+    if not (re.search(r"\{[{%#]|[}%#]\}", literal) or (before_field and literal.endswith("{"))):
+        return literal
+    if re.search(r"\{%[-+]?\s*endraw", literal):
+        return '{{ "{%" }}'.join(f"{{% raw %}}{piece}{{% endraw %}}" if piece else "" for piece in literal.split("{%"))
+    return f"{{% raw %}}{literal}{{% endraw %}}"
 
 
 # Keys that only DiSE's other config layouts have, and what each layout is called.

@@ -121,8 +121,12 @@ _WHY = {
     "api_version": "only an Azure backend has an API version",
 }
 _SECTION_WHY = {
-    "tools": "DiSE's tool definitions: `dse config import` translates backends and models, not tools",
-    "workflows": "DiSE's workflows: `dse config import` translates backends and models, not workflows",
+    "tools": "not imported (`dse config import` translates backends and models), but dse reads DiSE's `tools:` as "
+    "written: copy the section over, and `dse validate` checks it against the imported backends",
+    "workflows": "not imported (`dse config import` translates backends and models), but dse reads DiSE's `workflows:` "
+    "as written (`dse run NAME`): copy the section over with the tools it calls",
+    "embeddings": "not imported (`dse config import` translates backends and models), but dse reads DiSE's `embeddings:` "
+    "as written: copy the section over unless the import already set default_embedding_backend",
 }
 _BLOCK_ORDER = (*_SIMPLE_BLOCK_KEYS, "timeout", "models", "deployments", "endpoints", "context_windows")
 _FOREIGN = "a section of another DiSE subsystem: `dse config import` translates backends and models"

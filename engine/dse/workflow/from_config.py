@@ -23,14 +23,17 @@ SEPARATOR = "#"
 
 def is_config_workflow(reference: str, config: Config) -> bool:
     """A name the config's `workflows:` defines (or its `CONFIG#NAME` form), and no file of that name."""
-    if Path(reference).exists():
+    if Path(reference).is_file():
         return False
-    return _name(reference) in config.workflows
+    return _name(reference, config) in config.workflows or reference.startswith(f"{config.path}{SEPARATOR}")
 
 
 def config_workflow(reference: str, config: Config) -> Workflow:
-    name = _name(reference)
+    name = _name(reference, config)
     source = read_yaml(Path(config.path))
+    if name not in config.workflows:
+        where = source.locate(("workflows",)) if config.workflows else Location(str(config.path))
+        raise InputError(f"no workflow {name!r} in {config.path}", location=where, hint=f"workflows: {', '.join(sorted(config.workflows)) or 'none'}")
     raw: dict[str, Any] = dict(config.workflows[name])
     steps: list[Step] = []
     for index, item in enumerate(raw["steps"]):
@@ -40,7 +43,7 @@ def config_workflow(reference: str, config: Config) -> Workflow:
         given: dict[str, Any] = {
             "task": "{{ inputs.task }}",
             "description": _literal(item.get("description", "")),
-            "previous": f"{{{{ steps.{previous}.output }}}}" if previous else "",
+            "previous": f"{{{{ {_output(previous)} }}}}" if previous else "",
         }
         steps.append(
             Step(
@@ -62,18 +65,32 @@ def config_workflow(reference: str, config: Config) -> Workflow:
         source=source,
         steps=tuple(steps),
         inputs={"task": InputSpec("task", default="", description="what the workflow works on")},
-        outputs={"result": f"{{{{ steps.{steps[-1].id}.output }}}}"},
+        outputs={"result": f"{{{{ {_output(steps[-1].id)} }}}}"},
         description=raw.get("description") or raw.get("name"),
     )
 
 
-def _name(reference: str) -> str:
-    return reference.rsplit(SEPARATOR, 1)[-1]
+def _name(reference: str, config: Config) -> str:
+    """The workflow's name: the reference itself when the config has it (names may hold `#`), else after `CONFIG#`."""
+    if reference in config.workflows:
+        return reference
+    prefix = f"{config.path}{SEPARATOR}"
+    if reference.startswith(prefix):
+        return reference[len(prefix):]
+    names = [reference[i + 1 :] for i, c in enumerate(reference) if c == SEPARATOR and reference[i + 1 :] in config.workflows]
+    return names[0] if names else reference.rsplit(SEPARATOR, 1)[-1]
+
+
+def _output(step_id: str) -> str:
+    """`steps['id'].output`: a subscript, since `steps.my-step` is a subtraction and `steps.items` a dict method."""
+    return f"steps[{step_id!r}].output"
 
 
 def _literal(text: str) -> str:
-    """A description is sent as written, even if it holds template syntax."""
-    return f"{{% raw %}}{text}{{% endraw %}}" if text else ""
+    """A description is sent as written, even if it holds template syntax (`{% endraw %}` included)."""
+    if not text:
+        return ""
+    return '{{ "{%" }}'.join(f"{{% raw %}}{piece}{{% endraw %}}" if piece else "" for piece in text.split("{%"))
 
 
 def _message(previous: str | None) -> str:
