@@ -376,10 +376,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _looks_like_config(path: str) -> bool:
+    from .backends import is_backend_type
     from .config import read_yaml
+    from .config.dise import other_layout
 
     data = read_yaml(Path(path)).data
-    return isinstance(data, dict) and ("llm" in data or "tools" in data) and "steps" not in data
+    if not isinstance(data, dict) or "steps" in data:
+        return False
+    return "llm" in data or "tools" in data or other_layout(data) is not None or any(is_backend_type(str(k)) for k in data)
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -432,6 +436,8 @@ def _config_import(args: argparse.Namespace) -> int:
     """A DiSE config as a dse config, on stdout or `-o`; the report of every key, located, on stderr."""
     from .config.dise_import import import_file
 
+    if args.output == "":
+        raise InputError("-o needs a file name", hint="dse config import FILE -o config.yaml")
     result = import_file(Path(args.file))
     if args.output:
         try:

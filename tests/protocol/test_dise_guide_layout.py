@@ -156,6 +156,8 @@ def test_another_dise_layout_is_one_error_that_names_the_import(tmp_path: Path, 
     assert result.returncode == 2 and len(errors) == 1, result.stderr
     assert f"{path}:" in errors[0] and "layout, which dse reads once converted" in errors[0]
     assert f"dse config import {path} -o" in errors[0]
+    positional = run_dse("validate", str(path), cwd=tmp_path)
+    assert positional.returncode == 2 and "layout, which dse reads once converted" in positional.stderr, "named as a file, it is read as a config"
     converted = tmp_path / "converted.yaml"
     assert run_dse("config", "import", str(path), "-o", str(converted), cwd=tmp_path).returncode == 0
     assert run_dse("validate", "--config", str(converted), cwd=tmp_path).returncode == 0

@@ -110,3 +110,22 @@ def test_import_does_not_call_dses_own_sections_another_subsystem(write: Write) 
     reasons = {str(d.location.line): d.reason for d in import_file(path).dropped}
     assert all("dse reads DiSE's" in reasons[line] for line in ("3", "5", "7")), reasons
     assert "another DiSE subsystem" not in reasons["7"]
+
+
+EMBED_BASE = "llm:\n  backend: box\n  box: {type: ollama, models: {generator: llama3}}\n"
+
+
+@pytest.mark.parametrize(
+    "section, key, message",
+    [
+        ("embeddings: {backend: nope}\n", "embeddings.backend", "unknown embedding backend 'nope'"),
+        ("embeddings: {backend: '${NOPE_UNSET}'}\n", "embeddings.backend", "environment variable NOPE_UNSET is not set"),
+        ("embeddings: {backend: openai, openai: {api_key: k, base_url: 'ftp://x'}}\n", "embeddings.openai.base_url", "http"),
+        ("embeddings: {backend: box, box: {model: e, api_key: k2}}\n", "embeddings.box.api_key", "is not read: backend 'box' is declared under llm:"),
+    ],
+)
+def test_embedding_section_mistakes_are_located(write: Write, section: str, key: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        load_config(write("config.yaml", EMBED_BASE + section), environ={})
+    errors = getattr(info.value, "errors", [info.value])
+    assert any(e.location is not None and e.location.key == key and message in e.message for e in errors), [str(e) for e in errors]

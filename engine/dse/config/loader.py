@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
-from .. import redact
+from .. import redact, user_schema
 from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
@@ -278,10 +275,27 @@ def _embeddings(
     declared nor chosen are DiSE's alternatives, left unread.
     """
     chosen = section.get("backend")
+    if chosen and chosen not in backends and not is_backend_type(chosen):
+        close = difflib.get_close_matches(chosen, sorted(set(backends) | set(type_names())), n=1, cutoff=0.5)
+        raise InputError(
+            f"unknown embedding backend {chosen!r}",
+            location=source.locate(("embeddings", "backend")),
+            hint=f"did you mean {close[0]!r}?" if close else "name a backend declared under llm:, or a backend type",
+        )
     for name, entry in section.items():
         if name == "backend" or not isinstance(entry, dict) or (name not in backends and name != chosen):
             continue
         path: KeyPath = ("embeddings", name)
+        placed = [key for key in ("api_key", "base_url") if key in entry]
+        if name in backends and placed:
+            raise InputError(
+                f"embeddings.{name}.{placed[0]} is not read: backend {name!r} is declared under llm:",
+                location=source.locate((*path, placed[0])),
+                hint=f"set it in llm.{name}",
+            )
+        wrong = url_problem(entry["base_url"]) if "base_url" in entry and (*path, "base_url") not in missing else None
+        if wrong:
+            raise InputError(wrong, location=source.locate((*path, "base_url")))
         if name not in backends:
             if not is_backend_type(name):
                 raise InputError(
@@ -313,7 +327,8 @@ def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]
     errors = []
     for key_path, names in missing.items():
         in_block = len(key_path) >= 2 and (
-            (key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS) or key_path[0] == "embeddings"
+            (key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS)
+            or (key_path[0] == "embeddings" and key_path[-1] in ("api_key", "base_url"))
         )
         if not (in_block or (key_path and is_backend_type(str(key_path[0])))):
             errors.append(
@@ -401,11 +416,9 @@ def _tool(name: str, raw: dict[str, Any], source: YamlSource) -> ToolConfig:
     path: KeyPath = ("tools", name)
     length = raw.get("max_output_length")
     for key in ("input_schema", "output_schema"):
-        if raw.get(key) is not None:
-            try:
-                Draft202012Validator.check_schema(raw[key])
-            except SchemaError as exc:
-                raise InputError(f"not a valid JSON Schema: {exc.message}", location=source.locate((*path, key))) from None
+        wrong = user_schema.problem(raw[key]) if raw.get(key) is not None else None
+        if wrong:
+            raise InputError(wrong, location=source.locate((*path, key)))
     return ToolConfig(
         name=name,
         type=raw.get("type", "llm"),

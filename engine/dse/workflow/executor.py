@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
 
 from ..backends import ChatResponse, Message
 from ..backends.types import StreamChunk
+from .. import user_schema
 from ..errors import DseError, InputError, Location
 from ..redact import Redactor
 from ..routing import Target
@@ -472,7 +472,7 @@ def _template_where(planned: PlannedStep, key: str) -> Location:
 
 def _check_input(given: Mapping[str, Any], schema: Mapping[str, Any], tool: str, where: Location | None) -> None:
     """A tool's `input_schema` (DiSE) is checked against what the step passes it, after rendering."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(dict(given)), key=lambda e: list(map(str, e.path)))
+    errors = sorted(user_schema.validator(schema).iter_errors(dict(given)), key=lambda e: list(map(str, e.path)))
     if errors:
         at = ".".join(map(str, errors[0].path)) or "with"
         raise InputError(f"step input {at} does not match tool {tool!r}'s input_schema: {errors[0].message}", location=where)
@@ -495,7 +495,7 @@ def _parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:
         if not starts:
             raise OutputNotJson("no JSON value in the answer") from None
     if schema:
-        errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
+        errors = sorted(user_schema.validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
         if errors:
             where = "/".join(map(str, errors[0].path)) or "top level"
             raise OutputNotJson(f"does not match output_schema at {where}: {errors[0].message}")

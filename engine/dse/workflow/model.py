@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import user_schema
 from ..config import schema
 from ..config.yaml_source import YamlSource, read_yaml
 from ..errors import InputError, Location
@@ -98,6 +99,9 @@ def load_workflow(path: str | Path) -> Workflow:
         if raw["id"] in seen:
             raise InputError(f"duplicate step id {raw['id']!r} (first at line {seen[raw['id']].line})", location=location)
         seen[raw["id"]] = location
+        wrong = user_schema.problem(raw["output_schema"]) if raw.get("output_schema") is not None else None
+        if wrong:
+            raise InputError(wrong, location=source.locate(("steps", index, "output_schema")))
         values = {k: v for k, v in raw.items() if k in _STEP_KEYS}
         if "run" in values:
             values["run"] = tuple(str(a) for a in values["run"])
