@@ -31,6 +31,7 @@ from ..errors import (
     DseError,
     RateLimited,
 )
+from . import backoff
 from .breaker import BreakerBoard
 from .catalog import lookup
 from .resolver import Resolver
@@ -251,8 +252,7 @@ class Router:
         """Seconds before the next try; None means do not retry here (a longer Retry-After than we honour)."""
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
-        backoff = min(policy.max_backoff, policy.backoff * 2.0 ** (number - 1))
-        return backoff * (0.75 + 0.5 * self._rng.random())
+        return backoff.delay(number, policy, self._rng)
 
     async def embed(self, target: Target, texts: Sequence[str]) -> EmbedResponse:
         """Vectors for `texts`, with the same retries and breakers as chat; no fallback to a chat model."""

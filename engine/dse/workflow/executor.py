@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,7 +26,8 @@ from ..backends.types import StreamChunk
 from .. import user_schema
 from ..errors import DseError, InputError, Location
 from ..redact import Redactor
-from ..routing import Target
+from ..config.model import RetrySettings
+from ..routing import Target, backoff
 from . import templating
 from .journal import RunJournal
 from .plan import Plan, PlannedStep
@@ -123,6 +125,8 @@ class Executor:
         max_parallel: int | None = None,
         environ: Mapping[str, str] | None = None,
         redactor: Redactor = Redactor(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.plan = plan
         self.redactor = redactor
@@ -133,6 +137,8 @@ class Executor:
         self._max_parallel = max_parallel or plan.workflow.max_parallel or 8
         self._slots = asyncio.Semaphore(self._max_parallel)
         self._environ = os.environ if environ is None else environ
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._env = {name: self._environ.get(name, "") for name in plan.workflow.env}
         self.results = {s.id: StepResult(s.id, s.kind) for s in plan.workflow.steps}
         for step_id, previous in (reuse or {}).items():
@@ -313,9 +319,9 @@ class Executor:
         return await self._retrying(result, attempt, step.retry)
 
     async def _retrying(self, result: StepResult, work: Callable[[], Awaitable[str]], retry: Mapping[str, Any]) -> str:
-        """`retry:` for commands; model calls hand it to the router so there is one retry layer."""
-        attempts = int(retry.get("attempts", 1))
-        backoff = float(retry.get("backoff", 2.0))
+        """`retry:` for commands, waiting as the router does; model calls hand it to the router (one retry layer)."""
+        policy = RetrySettings(**{"attempts": 1, **retry})
+        attempts = policy.attempts
         for attempt in range(1, attempts + 1):
             result.attempts += 1
             result.calls += attempt == 1
@@ -325,7 +331,7 @@ class Executor:
                 result.tries.append({"attempt": attempt, "error": str(exc) or "timed out"})
                 if attempt == attempts:
                     raise
-                await asyncio.sleep(backoff ** (attempt - 1))
+                await self._sleep(backoff.delay(attempt, policy, self._rng))
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def _call(
