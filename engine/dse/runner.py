@@ -37,6 +37,7 @@ class Prepared:
     reuse: dict[str, StepResult] = field(default_factory=dict)
     resume_id: str | None = None
     warnings: tuple[str, ...] = ()
+    reuse_items: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 def prepare(
@@ -81,7 +82,10 @@ def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None 
         for step_id, event in record.steps.items()
         if event["status"] in ("done", "skipped") and event.get("error") is None
     }
-    return Prepared(prepared.config, prepared.workflow, prepared.plan, prepared.inputs, reuse, run_id, tuple(warnings))
+    items = {step_id: done for step_id, done in record.items.items() if step_id not in reuse}
+    return Prepared(
+        prepared.config, prepared.workflow, prepared.plan, prepared.inputs, reuse, run_id, tuple(warnings), items
+    )
 
 
 async def run_workflow(
@@ -128,6 +132,7 @@ async def run_workflow(
                 engine.router,
                 journal=journal,
                 reuse=prepared.reuse,
+                reuse_items=prepared.reuse_items,
                 on_event=on_event,
                 on_chunk=on_chunk,
                 max_parallel=max_parallel,

@@ -205,3 +205,25 @@ def test_context_limit_prefers_the_server_then_config_then_catalog(stub: StubSer
     assert server == (3072, f"server {stub.url}")
     assert configured == (64000, "llm.oa.context_windows")
     assert estimated[1] == "estimate from the model name" and estimated[0] > 0
+
+
+def test_a_resumed_fan_out_sends_only_the_items_that_had_not_finished(stub: StubServer, write, tmp_path: Path) -> None:
+    """Each item is journaled as it finishes: resuming re-sends the three that failed, not all six."""
+    stub.route("POST", "/v1/chat/completions", openai_chat("a0"), openai_chat("a1"), openai_chat("a2"), openai_error(400, "no"))
+    config = write("config.yaml", f"llm:\n  backend: s\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n")
+    workflow = write(
+        "wf.yaml",
+        "name: fan\nmax_parallel: 1\nsteps:\n  - id: each\n    for_each: [0, 1, 2, 3, 4, 5]\n    prompt: 'item {{ item }}'\n"
+        "outputs: {all: '{{ steps.each.output | join(\",\") }}'}\n",
+    )
+    first = subprocess.run([sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 1, first.stderr
+    run_id = json.loads(first.stdout)["run_id"]
+    sent_first = len(stub.calls("POST", "/v1/chat/completions"))
+    assert sent_first >= 4, "items 0-2 answered, item 3 failed (what was in flight after it may or may not have left)"
+    stub.route("POST", "/v1/chat/completions", openai_chat("again"))
+    resumed = subprocess.run([sys.executable, "-m", "dse", "run", "--resume", run_id, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    resent = [r.json["messages"][-1]["content"] for r in stub.calls("POST", "/v1/chat/completions")[sent_first:]]
+    assert sorted(resent) == ["item 3", "item 4", "item 5"]
+    assert json.loads(resumed.stdout)["outputs"] == {"all": "a0,a1,a2,again,again,again"}

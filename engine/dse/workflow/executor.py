@@ -10,6 +10,7 @@ exact: steps that finished are reused, everything else runs again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -120,6 +121,7 @@ class Executor:
         *,
         journal: RunJournal | None = None,
         reuse: Mapping[str, StepResult] | None = None,
+        reuse_items: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
         on_event: EventSink | None = None,
         on_chunk: ChunkSink | None = None,
         max_parallel: int | None = None,
@@ -145,6 +147,7 @@ class Executor:
             if step_id in self.results and previous.status in (DONE, SKIPPED):
                 self.results[step_id] = replace(previous, reused=True)
         self._finished_context: dict[str, dict[str, Any]] = {}
+        self._reuse_items = reuse_items or {}
 
     async def run(self, inputs: Mapping[str, Any]) -> RunResult:
         started = time.perf_counter()
@@ -274,12 +277,21 @@ class Executor:
         items = await templating.run_bounded(lambda: self._items(planned, context), seconds=step.timeout, where=step.where("for_each"))
         prompts: list[list[str]] = [[] for _ in items]
 
+        finished = self._reuse_items.get(step.id, {})
+
         async def one(index: int, item: Any) -> Any:
+            digest = _digest(item)
+            earlier = finished.get(index)
+            if earlier is not None and earlier.get("digest") == digest:
+                return earlier.get("output")
             async with self._slots:
                 try:
-                    return await self._body(planned, result, {**context, "item": item, "index": index}, prompts[index])
+                    output = await self._body(planned, result, {**context, "item": item, "index": index}, prompts[index])
                 except DseError as exc:
                     raise ItemFailed(index, exc) from None
+            # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
+            self._journal("item_finished", id=step.id, index=index, digest=digest, output=self.redactor.value(output))
+            return output
 
         outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         result.prompt = [p for item_prompts in prompts for p in item_prompts] or None
@@ -474,6 +486,11 @@ def _template_where(planned: PlannedStep, key: str) -> Location:
     if getattr(planned.step, key) is None and tool is not None and tool.location is not None:
         return tool.location
     return planned.step.where(key)
+
+
+def _digest(item: Any) -> str:
+    """Which item this was: a resumed fan-out reuses an answer only for the same item at the same place."""
+    return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _check_input(given: Mapping[str, Any], schema: Mapping[str, Any], tool: str, where: Location | None) -> None:

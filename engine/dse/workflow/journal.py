@@ -103,11 +103,13 @@ class RunRecord:
     """A run as read back from its journal: what was asked, what each step last did, how it ended.
 
     `calls` is how many calls each endpoint served, per backend, summed over the run and its resumptions.
+    `items` holds, per fan-out step, each item that finished (by index, with its digest and output).
     """
 
     id: str
     meta: dict[str, Any]
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     status: str = "running"
     outputs: dict[str, Any] = field(default_factory=dict)
     calls: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -195,6 +197,10 @@ def _replay(record: RunRecord, event: Any) -> None:
         if not isinstance(event["id"], str) or not isinstance(event["status"], str):
             raise TypeError("a step_finished event needs a string id and status")
         record.steps[event["id"]] = event
+    elif kind == "item_finished":
+        if not isinstance(event["id"], str) or not isinstance(event["index"], int) or not isinstance(event["digest"], str):
+            raise TypeError("an item_finished event needs a string id and digest and an integer index")
+        record.items.setdefault(event["id"], {})[event["index"]] = event
     elif kind == "calls_per_endpoint":
         for backend, served in (event.get("calls") or {}).items():
             totals = record.calls.setdefault(backend, {})
