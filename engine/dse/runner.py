@@ -133,6 +133,7 @@ async def run_workflow(
                 journal=journal,
                 reuse=prepared.reuse,
                 reuse_items=prepared.reuse_items,
+                room=engine.router.room,
                 on_event=on_event,
                 on_chunk=on_chunk,
                 max_parallel=max_parallel,

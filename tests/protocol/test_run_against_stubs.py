@@ -227,3 +227,21 @@ def test_a_resumed_fan_out_sends_only_the_items_that_had_not_finished(stub: Stub
     resent = [r.json["messages"][-1]["content"] for r in stub.calls("POST", "/v1/chat/completions")[sent_first:]]
     assert sorted(resent) == ["item 3", "item 4", "item 5"]
     assert json.loads(resumed.stdout)["outputs"] == {"all": "a0,a1,a2,again,again,again"}
+
+
+def test_a_fan_out_wider_than_the_endpoints_waits_instead_of_failing_on_its_own_backlog(stub: StubServer, write, tmp_path: Path) -> None:
+    """2 slots and a waiting line of 1 take 3 calls: 12 items at max_parallel 50 wait their turn, and all are answered."""
+    slow = openai_chat("ok")
+    stub.route("POST", "/v1/chat/completions", Reply(json=slow.json, delay=0.05))
+    config = write(
+        "config.yaml",
+        "llm:\n  backend: s\n  balancer: {queue_limit: 1}\n"
+        f"  s: {{type: vllm, endpoints: [{{url: '{stub.url}/v1', max_concurrency: 2}}], models: {{generator: m}}}}\n",
+    )
+    workflow = write("wf.yaml", "name: wide\nsteps:\n  - id: each\n    for_each: '{{ range(12) | list }}'\n    prompt: 'item {{ item }}'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), "--max-parallel", "50", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(json.loads(result.stdout)["steps"][0]["output"]) == 12 and len(stub.calls("POST", "/v1/chat/completions")) == 12

@@ -299,6 +299,18 @@ class Router:
         info = lookup(target.model, config.type, self.config.selector.models)
         return info.context_window, "catalog" if info.known else "estimate from the model name"
 
+    def room(self, target: Target) -> int | None:
+        """Calls the target's endpoints take before refusing more: every slot plus the waiting line.
+
+        A fan-out that keeps at most this many calls open never fails on its own backlog. None
+        when the backend cannot be used at all (the call will say why).
+        """
+        try:
+            pool = self.pool(target.backend, target.role)
+        except BackendUnavailable:
+            return None
+        return sum(state.capacity for state in pool.states) + pool.settings.queue_limit
+
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
         """Calls served per endpoint, grouped by backend: shown after a run."""
         out: dict[str, dict[str, int]] = {}

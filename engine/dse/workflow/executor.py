@@ -129,6 +129,7 @@ class Executor:
         redactor: Redactor = Redactor(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        room: Callable[[Target], int | None] | None = None,
     ) -> None:
         self.plan = plan
         self.redactor = redactor
@@ -148,6 +149,7 @@ class Executor:
                 self.results[step_id] = replace(previous, reused=True)
         self._finished_context: dict[str, dict[str, Any]] = {}
         self._reuse_items = reuse_items or {}
+        self._room = room
 
     async def run(self, inputs: Mapping[str, Any]) -> RunResult:
         started = time.perf_counter()
@@ -278,13 +280,14 @@ class Executor:
         prompts: list[list[str]] = [[] for _ in items]
 
         finished = self._reuse_items.get(step.id, {})
+        open_calls = self._open_calls(planned)
 
         async def one(index: int, item: Any) -> Any:
             digest = _digest(item)
             earlier = finished.get(index)
             if earlier is not None and earlier.get("digest") == digest:
                 return earlier.get("output")
-            async with self._slots:
+            async with open_calls, self._slots:
                 try:
                     output = await self._body(planned, result, {**context, "item": item, "index": index}, prompts[index])
                 except DseError as exc:
@@ -296,6 +299,11 @@ class Executor:
         outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         result.prompt = [p for item_prompts in prompts for p in item_prompts] or None
         return list(outputs)
+
+    def _open_calls(self, planned: PlannedStep) -> asyncio.Semaphore:
+        """Items of a model step in flight at once, at most what its endpoints take: never a failure of our own backlog."""
+        room = self._room(planned.resolution.target) if self._room and planned.resolution else None
+        return asyncio.Semaphore(room or self._max_parallel)
 
     def _items(self, planned: PlannedStep, context: dict[str, Any]) -> list[Any]:
         """The `for_each` items; renders templates, so it runs in a worker under `templating.run_bounded`."""
