@@ -33,6 +33,8 @@ def step_line(result: StepResult) -> str:
     parts = [f"[{_MARKS.get(result.status, '  ')}] {result.id:<14} {result.status:<8}"]
     if result.kind == "llm" and result.backend:
         parts.append(f"{result.backend}/{result.model}" + (f" @ {result.endpoint}" if result.endpoint else ""))
+    if result.items_total is not None:
+        parts.append(f"{result.items_done}/{result.items_total} items")
     elif result.kind != "llm":
         parts.append(result.kind)
     if result.status in ("done", "failed"):
@@ -79,6 +81,8 @@ class Progress:
         self.rows[result.id] = result
         if self.live:
             self._redraw()
+        elif result.status == "running" and result.items_done:
+            return  # piped: one line when a fan-out starts and one when it ends, not one per item
         else:
             self._write(("\n" if self.mid_line else "") + step_line(result) + "\n")
             self.mid_line = False

@@ -331,3 +331,14 @@ def test_a_command_step_backs_off_as_a_model_call_does(write) -> None:
     same_rng = random.Random(7)
     assert waits == [backoff.delay(n, RetrySettings(attempts=4, backoff=0.5), same_rng) for n in (1, 2, 3)], "the router's rule"
     assert all(0.75 * 0.5 * 2**i <= w <= 1.25 * 0.5 * 2**i for i, w in enumerate(waits)), waits
+
+
+def test_a_fan_out_reports_its_items_as_they_finish(write) -> None:
+    from dse.console import step_line
+
+    plan = plan_for(write, "name: f\nsteps:\n  - id: each\n    for_each: [a, b, c]\n    prompt: 'say {{ item }}'\n")
+    seen: list[tuple[str, int, int | None]] = []
+    result = run(plan, RecordingModel(), on_event=lambda r: seen.append((r.status, r.items_done, r.items_total)))
+    assert [done for status, done, _ in seen if status == "running"] == [0, 1, 2, 3]
+    assert seen[-1] == ("done", 3, 3)
+    assert "3/3 items" in step_line(result.steps["each"])

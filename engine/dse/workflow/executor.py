@@ -82,6 +82,8 @@ class StepResult:
     completion_tokens: int = 0
     seconds: float = 0.0
     first_token: float | None = None
+    items_done: int = 0
+    items_total: int | None = None
     calls: int = 0
     attempts: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
@@ -281,11 +283,17 @@ class Executor:
 
         finished = self._reuse_items.get(step.id, {})
         open_calls = self._open_calls(planned)
+        result.items_total = len(items)
+
+        def item_done() -> None:
+            result.items_done += 1
+            self.on_event(result)
 
         async def one(index: int, item: Any) -> Any:
             digest = _digest(item)
             earlier = finished.get(index)
             if earlier is not None and earlier.get("digest") == digest:
+                item_done()
                 return earlier.get("output")
             async with open_calls, self._slots:
                 try:
@@ -294,6 +302,7 @@ class Executor:
                     raise ItemFailed(index, exc) from None
             # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
             self._journal("item_finished", id=step.id, index=index, digest=digest, output=self.redactor.value(output))
+            item_done()
             return output
 
         outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
