@@ -75,7 +75,7 @@ def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None 
     meta = record.meta
     prepared = prepare(meta["workflow"], config_path or meta["config"], meta["inputs"])
     warnings = list(prepared.warnings)
-    if file_digest(meta["workflow"].split("#", 1)[0]) != meta.get("workflow_digest"):
+    if file_digest(prepared.workflow.source.file) != meta.get("workflow_digest"):
         warnings.append(f"{meta['workflow']} changed since run {run_id}; finished steps are reused as they were")
     reuse = {
         step_id: StepResult.from_record(event)
@@ -120,6 +120,7 @@ async def run_workflow(
             config=prepared.config.path,
             inputs=prepared.inputs,
             redactor=redactor,
+            source=prepared.workflow.source.file,
         )
         journal.event("run_started")
     try:

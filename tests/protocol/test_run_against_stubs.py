@@ -245,3 +245,14 @@ def test_a_fan_out_wider_than_the_endpoints_waits_instead_of_failing_on_its_own_
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(json.loads(result.stdout)["steps"][0]["output"]) == 12 and len(stub.calls("POST", "/v1/chat/completions")) == 12
+
+
+def test_a_workflow_file_with_a_hash_in_its_name_runs_and_resumes(stub: StubServer, write, tmp_path: Path) -> None:
+    """`#` marks a config's workflow (`CONFIG#NAME`) only when no file has that name."""
+    stub.route("POST", "/v1/chat/completions", openai_chat("fine"))
+    config = write("config.yaml", f"llm:\n  backend: s\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n")
+    workflow = write("my#flow.yaml", "name: hashed\nsteps:\n  - id: a\n    prompt: hi\n")
+    first = subprocess.run([sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-m", "dse", "run", "--resume", json.loads(first.stdout)["run_id"]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "changed since run" not in again.stderr, again.stderr

@@ -76,6 +76,7 @@ import yaml
 
 from ..backends.registry import EMBEDDINGS, backend_type, is_backend_type, type_names
 from ..errors import InputError, Location
+from .dise import word
 from .loader import url_problem
 from .yaml_source import KeyPath, YamlSource, read_yaml
 
@@ -427,9 +428,9 @@ def _scorer(scale: str) -> Callable[[Any], float | str]:
         number = _number(value)
         if number is not None and 0 <= number <= 10:
             return number
-        word = str(value).strip().lower().replace("_", "-")
-        if word in words:
-            return words[word]
+        spelled = word(str(value))
+        if spelled in words:
+            return words[spelled]
         return f"unknown {scale} word {value!r}; dse maps " + ", ".join(f"{w}={s:g}" for w, s in words.items())
 
     return score

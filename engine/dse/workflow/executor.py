@@ -301,7 +301,7 @@ class Executor:
                 except DseError as exc:
                     raise ItemFailed(index, exc) from None
             # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
-            self._journal("item_finished", id=step.id, index=index, digest=digest, output=self.redactor.value(output))
+            self._journal("item_finished", id=step.id, index=index, digest=digest, output=output)
             item_done()
             return output
 

@@ -53,8 +53,13 @@ class RunJournal:
         config: str,
         inputs: Mapping[str, Any],
         redactor: Redactor = Redactor(),
+        source: str | None = None,
     ) -> RunJournal:
-        """A new run's journal; `redactor` scrubs the config's secrets from everything written."""
+        """A new run's journal; `redactor` scrubs the config's secrets from everything written.
+
+        `source` is the file the workflow was read from, when that is not `workflow` itself (a
+        config's `workflows:` entry, `CONFIG#NAME`): its digest tells a resume whether it changed.
+        """
         run_id = new_run_id()
         directory = state_dir / RUNS / run_id
         directory.mkdir(parents=True, exist_ok=False)
@@ -62,7 +67,7 @@ class RunJournal:
             "id": run_id,
             "workflow": str(Path(workflow).resolve()),
             "workflow_name": workflow_name,
-            "workflow_digest": file_digest(workflow.split("#", 1)[0]),
+            "workflow_digest": file_digest(source or workflow),
             "config": str(Path(config).resolve()),
             "inputs": dict(inputs),
             "created": time.time(),
