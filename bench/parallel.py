@@ -1,7 +1,7 @@
 """Independent steps run concurrently: the same 8-step workflow with max_parallel 1 vs 8.
 
 A stub server answers every call after 200 ms, standing in for a model; the ratio shows how
-much of the ideal 8x the executor delivers. Printed, never asserted.
+much of the ideal 8x the scheduler delivers. Printed, never asserted.
 """
 
 from __future__ import annotations

@@ -43,10 +43,11 @@ if TYPE_CHECKING:
     from .engine import Engine as Engine
     from .routing import Intent as Intent, Resolver as Resolver, Router as Router, Target as Target
     from .runner import Prepared as Prepared, embed as embed, prepare as prepare, run_workflow as run_workflow
+    from .runners import InProcessRunner as InProcessRunner, StepRunner as StepRunner
     from .workflow import (
-        Executor as Executor,
         Plan as Plan,
         RunResult as RunResult,
+        Scheduler as Scheduler,
         Workflow as Workflow,
         build_plan as build_plan,
         load_workflow as load_workflow,
@@ -75,9 +76,11 @@ _LAZY = {
     "embed": "dse.runner",
     "prepare": "dse.runner",
     "run_workflow": "dse.runner",
-    "Executor": "dse.workflow",
+    "InProcessRunner": "dse.runners",
+    "StepRunner": "dse.runners",
     "Plan": "dse.workflow",
     "RunResult": "dse.workflow",
+    "Scheduler": "dse.workflow",
     "Workflow": "dse.workflow",
     "build_plan": "dse.workflow",
     "load_workflow": "dse.workflow",

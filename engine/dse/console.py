@@ -57,10 +57,10 @@ def step_line(result: StepResult) -> str:
 def _waiting(plan: Plan, step_id: str) -> StepResult:
     """A row for a step that has not started: where it will run is already known from the plan."""
     planned = plan.steps[step_id]
-    row = StepResult(step_id, planned.step.kind)
-    if planned.resolution is not None:
-        row.backend, row.model = planned.resolution.target.backend, planned.resolution.target.model
-    return row
+    if planned.resolution is None:
+        return StepResult(step_id, planned.step.kind)
+    target = planned.resolution.target
+    return StepResult(step_id, planned.step.kind, backend=target.backend, model=target.model)
 
 
 class Progress:

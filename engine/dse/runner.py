@@ -20,8 +20,10 @@ from .errors import DseError, InputError
 from .backends import EmbedResponse
 from .redact import Redactor
 from .routing import Resolver, Target
-from .workflow import Executor, Plan, RunResult, Workflow, bind_inputs, build_plan, load_workflow
-from .workflow.executor import ChunkSink, EventSink, StepResult
+from .runners import InProcessRunner
+from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
+from .workflow.scheduler import EventSink, StepResult
+from .workflow.steps import ChunkSink
 from .workflow.from_config import config_workflow, is_config_workflow
 from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory
 
@@ -99,7 +101,7 @@ async def run_workflow(
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
     """Run a prepared plan with a journal; returns the result and the calls each endpoint served.
 
-    Once the journal exists it says how the run ended, whatever ends it: the executor records
+    Once the journal exists it says how the run ended, whatever ends it: the scheduler records
     a finish or an interruption, and anything that escapes before it could (a server that would
     not start, Ctrl-C while starting, a bug) is recorded here, so no run is left "running or killed".
     """
@@ -128,19 +130,18 @@ async def run_workflow(
             on_start(journal)
         async with Engine(prepared.config, state_dir=state_dir) as engine:
             await engine.start(sorted(pending))
-            executor = Executor(
+            scheduler = Scheduler(
                 prepared.plan,
-                engine.router,
+                InProcessRunner(engine.router, on_chunk=on_chunk),
                 journal=journal,
                 reuse=prepared.reuse,
                 reuse_items=prepared.reuse_items,
                 room=engine.router.room,
                 on_event=on_event,
-                on_chunk=on_chunk,
                 max_parallel=max_parallel,
                 redactor=redactor,
             )
-            result = await executor.run(prepared.inputs)
+            result = await scheduler.run(prepared.inputs)
             calls = engine.router.calls_per_endpoint()
             journal.event("calls_per_endpoint", calls=calls)
             return result, calls
@@ -152,7 +153,7 @@ async def run_workflow(
 
 
 def _record_end(journal: RunJournal, exc: BaseException) -> None:
-    """Journal how `exc` ended the run, unless the executor already did (a finish, or an interruption)."""
+    """Journal how `exc` ended the run, unless the scheduler already did (a finish, or an interruption)."""
     try:
         if read_run(journal.directory).ended:
             return

@@ -15,7 +15,8 @@ from helpers import llama_server_pids, run_dse
 from dse.config import load_config
 from dse.engine import Engine
 from dse.runner import prepare
-from dse.workflow import Executor
+from dse.runners import InProcessRunner
+from dse.workflow import Scheduler
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def test_a_replica_killed_mid_run_is_avoided_restarted_and_used_again(write, tmp
                 seen["others_while_down"] = sum(s.served for s in pool.states if s is not state)
 
             killer = asyncio.create_task(asyncio.wait_for(kill_then_watch(), 120))
-            result = await Executor(prepared.plan, engine.router).run(prepared.inputs)
+            result = await Scheduler(prepared.plan, InProcessRunner(engine.router)).run(prepared.inputs)
             await killer
             seen["failed"] = state.failed
             seen["served_at_end"] = state.served

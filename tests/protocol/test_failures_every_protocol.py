@@ -73,7 +73,7 @@ def test_a_stream_yields_the_pieces_in_order_then_one_closing_chunk(stub: StubSe
 
 @each_wire()
 def test_stream_chunks_carry_the_time_since_the_request(stub: StubServer, wire: Wire) -> None:
-    """`elapsed` is what the executor reads for time to first token and latency, without timing it again."""
+    """`elapsed` is what a model step reads for time to first token and latency, without timing it again."""
     stub.route("POST", wire.chat_path, wire.stream(["Hel", "lo"], usage=(6, 2), chunk_delay=0.02))
     chunks = stream(wire, stub.url)
     assert "".join(c.text for c in chunks) == "Hello" and chunks[-1].usage == Usage(6, 2)

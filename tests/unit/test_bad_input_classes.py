@@ -25,7 +25,7 @@ from dse.engine import Engine
 from dse.errors import BackendUnavailable, InputError, InputErrors
 from dse.routing import Resolver
 from dse.routing.resolver import Intent
-from dse.workflow import Executor, build_plan, load_workflow
+from dse.workflow import Scheduler, build_plan, load_workflow
 from dse.workflow.journal import list_runs, read_run
 
 
@@ -320,7 +320,7 @@ def test_a_torn_last_line_is_still_ignored(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("where", "exception", "status", "error"),
     [
-        ("executor", RuntimeError("boom"), "failed", "internal error: RuntimeError: boom"),
+        ("scheduler", RuntimeError("boom"), "failed", "internal error: RuntimeError: boom"),
         ("start", BackendUnavailable("server would not start"), "failed", "server would not start"),
         ("start", KeyboardInterrupt(), "interrupted", None),
     ],
@@ -334,7 +334,7 @@ def test_whatever_ends_a_run_the_journal_says_so(
     async def explode(*args: object) -> None:
         raise exception
 
-    monkeypatch.setattr(*((Executor, "run") if where == "executor" else (Engine, "start")), explode)
+    monkeypatch.setattr(*((Scheduler, "run") if where == "scheduler" else (Engine, "start")), explode)
     with pytest.raises(type(exception)):
         asyncio.run(runner.run_workflow(prepared, state_dir=tmp_path / "state"))
     (record,) = list_runs(tmp_path / "state")

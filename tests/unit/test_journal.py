@@ -14,8 +14,9 @@ from dse.backends import ChatResponse, Message, Usage
 from dse.config import load_config
 from dse.errors import BackendUnavailable
 from dse.routing import Resolver, Target
-from dse.workflow import Executor, bind_inputs, build_plan, load_workflow
-from dse.workflow.executor import StepResult
+from dse.runners import InProcessRunner
+from dse.workflow import Scheduler, bind_inputs, build_plan, load_workflow
+from dse.workflow.scheduler import StepResult
 from dse.workflow.journal import RunJournal, list_runs, read_run
 
 CONFIG = "llm:\n  backend: fake\n  fake: {type: openai, api_key: x, base_url: 'http://127.0.0.1:9/v1'}\n"
@@ -54,7 +55,7 @@ def test_a_failed_run_resumes_with_exactly_the_unfinished_work(tmp_path: Path) -
     state = tmp_path / ".dse"
     journal = RunJournal.create(state, workflow=workflow.path, workflow_name="chain", config=str(tmp_path / "config.yaml"), inputs={})
     first = Model(fail_on="two <one>")
-    result = asyncio.run(Executor(plan, first, journal=journal).run({}))
+    result = asyncio.run(Scheduler(plan, InProcessRunner(first), journal=journal).run({}))
     journal.close()
     assert result.status == "failed" and result.steps["c"].error == "dependency failed"
 
@@ -66,7 +67,7 @@ def test_a_failed_run_resumes_with_exactly_the_unfinished_work(tmp_path: Path) -
     reuse = {k: StepResult.from_record(v) for k, v in record.steps.items() if v["status"] == "done"}
     again = Model()
     journal = RunJournal.reopen(state, journal.run_id)
-    resumed = asyncio.run(Executor(plan, again, journal=journal, reuse=reuse).run({}))
+    resumed = asyncio.run(Scheduler(plan, InProcessRunner(again), journal=journal, reuse=reuse).run({}))
     journal.close()
     assert again.prompts == ["two <one>", "three <two <one>>"], "only the failed step and its dependant run again"
     assert resumed.status == "done" and resumed.outputs == {"last": "<three <two <one>>>"}
@@ -77,7 +78,7 @@ def test_a_failed_run_resumes_with_exactly_the_unfinished_work(tmp_path: Path) -
 def test_events_are_json_lines_and_a_torn_line_is_ignored(tmp_path: Path) -> None:
     workflow, plan = setup(tmp_path, WORKFLOW)
     journal = RunJournal.create(tmp_path / ".dse", workflow=workflow.path, workflow_name="chain", config="c", inputs={"x": 1})
-    asyncio.run(Executor(plan, Model(), journal=journal).run({}))
+    asyncio.run(Scheduler(plan, InProcessRunner(Model()), journal=journal).run({}))
     journal.close()
     path = journal.directory / "events.jsonl"
     lines = path.read_text().splitlines()
@@ -110,7 +111,7 @@ def test_every_step_starts_after_all_its_dependencies_finished(tmp_path: Path, d
         lines.append(f"  - id: s{i}\n    prompt: p{i}\n" + (f"    needs: [{', '.join(needs)}]\n" if needs else ""))
     workflow, plan = setup(tmp_path, f"name: dag\nmax_parallel: {parallel}\nsteps:\n" + "".join(lines))
     model = Model(delays={f"p{i}": d for i, d in enumerate(delays)})
-    result = asyncio.run(Executor(plan, model).run(bind_inputs(workflow, {})))
+    result = asyncio.run(Scheduler(plan, InProcessRunner(model)).run(bind_inputs(workflow, {})))
     assert result.status == "done"
     for a, b in edges:
         assert result.steps[f"s{a}"].finished_at <= result.steps[f"s{b}"].started_at

@@ -25,7 +25,8 @@ from dse.backends import ChatResponse, Message, Usage
 from dse.config import load_config
 from dse.errors import InputError, Location
 from dse.routing import Resolver, Target
-from dse.workflow import Executor, bind_inputs, build_plan, load_workflow
+from dse.runners import InProcessRunner
+from dse.workflow import Scheduler, bind_inputs, build_plan, load_workflow
 from dse.workflow import templating
 from dse.workflow.template_env import bounded
 from dse.workflow.template_limits import CHARS_PER_UNIT, Budget, Limits
@@ -56,7 +57,7 @@ def plan_for(write, workflow_text: str):
 
 
 def run(plan, inputs=None):
-    return asyncio.run(Executor(plan, EchoModel()).run(bind_inputs(plan.workflow, inputs or {})))
+    return asyncio.run(Scheduler(plan, InProcessRunner(EchoModel())).run(bind_inputs(plan.workflow, inputs or {})))
 
 
 def render_within(template: str, limits: Limits, **context: object) -> tuple[str | InputError, Budget]:

@@ -1,4 +1,4 @@
-"""Workflow loading, the DAG, sandboxed templating and the executor, against a recording model."""
+"""Workflow loading, the DAG, sandboxed templating and the scheduler, against a recording model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dse.backends import ChatResponse, Message, Usage
 from dse.config import load_config
 from dse.errors import InputError, InputErrors
 from dse.routing import Resolver, Target
-from dse.workflow import Executor, bind_inputs, build_plan, load_workflow
+from dse.runners import InProcessRunner
+from dse.workflow import Scheduler, bind_inputs, build_plan, load_workflow
 from dse.workflow.templating import render
 
 CONFIG = """\
@@ -84,7 +85,7 @@ def plan_for(write, workflow_text: str):
 
 
 def run(plan, model, inputs=None, **kw):
-    return asyncio.run(Executor(plan, model, **kw).run(bind_inputs(plan.workflow, inputs or {})))
+    return asyncio.run(Scheduler(plan, InProcessRunner(model), **kw).run(bind_inputs(plan.workflow, inputs or {})))
 
 
 def test_template_references_become_dependencies(write) -> None:
@@ -311,26 +312,6 @@ def test_a_large_generated_workflow_plans_and_runs(write) -> None:
     for step_id in plan.graph:
         for dep in plan.graph.predecessors(step_id):
             assert result.steps[dep].finished_at <= result.steps[step_id].started_at
-
-
-def test_a_command_step_backs_off_as_a_model_call_does(write) -> None:
-    """`retry.backoff` is the first wait and each later wait doubles, ±25 %, for commands too (not backoff ** n)."""
-    import random
-
-    from dse.config.model import RetrySettings
-    from dse.routing import backoff
-
-    plan = plan_for(write, "name: r\nsteps:\n  - id: flaky\n    run: ['false']\n    retry: {attempts: 4, backoff: 0.5}\n")
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    result = run(plan, RecordingModel(), sleep=sleep, rng=random.Random(7))
-    assert result.steps["flaky"].status == "failed" and result.steps["flaky"].attempts == 4
-    same_rng = random.Random(7)
-    assert waits == [backoff.delay(n, RetrySettings(attempts=4, backoff=0.5), same_rng) for n in (1, 2, 3)], "the router's rule"
-    assert all(0.75 * 0.5 * 2**i <= w <= 1.25 * 0.5 * 2**i for i, w in enumerate(waits)), waits
 
 
 def test_a_fan_out_reports_its_items_as_they_finish(write) -> None:

@@ -1,6 +1,6 @@
 """Sending a resolved call, and surviving what servers do: retries, breakers, fallbacks.
 
-One retry layer only: adapters run with SDK retries off and the executor hands a step's
+One retry layer only: adapters run with SDK retries off and the scheduler hands a step's
 `retry:` to the router instead of retrying around it, so N attempts means N requests. The
 order for a call is: the target's backend (up to `attempts` tries on its healthy endpoints,
 waiting with exponential backoff and jitter, or as long as `Retry-After` says, capped), then
@@ -300,16 +300,18 @@ class Router:
         return info.context_window, "catalog" if info.known else "estimate from the model name"
 
     def room(self, target: Target) -> int | None:
-        """Calls the target's endpoints take before refusing more: every slot plus the waiting line.
+        """Calls to keep open on the target's endpoints: every slot, plus as many waiting (within the waiting line).
 
-        A fan-out that keeps at most this many calls open never fails on its own backlog. None
-        when the backend cannot be used at all (the call will say why).
+        The waiting calls keep every slot busy the moment one frees; more would only sit in the
+        queue. A run that keeps at most this many calls open never fails on its own backlog.
+        None when the backend cannot be used at all (the call will say why).
         """
         try:
             pool = self.pool(target.backend, target.role)
         except BackendUnavailable:
             return None
-        return sum(state.capacity for state in pool.states) + pool.settings.queue_limit
+        slots = sum(state.capacity for state in pool.states)
+        return slots + min(slots, pool.settings.queue_limit)
 
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
         """Calls served per endpoint, grouped by backend: shown after a run."""

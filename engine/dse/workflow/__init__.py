@@ -1,16 +1,16 @@
-"""Workflows: the model, the DAG, templating, planning and the executor."""
+"""Workflows: the model, the DAG, templating, planning, the scheduler and its step kinds."""
 
 from .dag import build_dag
-from .executor import Executor, RunResult, StepResult
+from .scheduler import RunResult, Scheduler, StepResult
 from .inputs import bind_inputs
 from .model import Step, Workflow, load_workflow
 from .plan import Plan, PlannedStep, build_plan
 
 __all__ = [
-    "Executor",
     "Plan",
     "PlannedStep",
     "RunResult",
+    "Scheduler",
     "Step",
     "StepResult",
     "Workflow",

@@ -2,7 +2,7 @@
 
 Jinja renders an unknown attribute as an empty string, so a typo would quietly send an empty
 prompt to a model; `dse validate` finds it instead. The fields are whatever `StepResult.context`
-exposes, read from there so the check and the executor cannot disagree.
+exposes, read from there so the check and the scheduler cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..errors import InputError, Location
 @cache
 def step_fields() -> tuple[str, ...]:
     """The names a template may read from `steps.<id>`."""
-    from .executor import StepResult  # the executor imports the planner, which imports this module
+    from .scheduler import StepResult  # the scheduler imports the planner, which imports this module
 
     return tuple(StepResult(id="", kind="").context())
 

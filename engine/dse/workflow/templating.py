@@ -13,7 +13,8 @@ thread so that a step's `timeout:` and Ctrl-C act on a runaway template instead 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from .template_env import BoundedEnvironment, bounded, compiled, installed_budge
 from .template_limits import LIMITS, Budget, Limits
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @lru_cache(maxsize=1)
@@ -108,6 +110,36 @@ async def run_bounded(
         raise InputError(f"template error: rendering timed out after {budget.seconds:g}s", location=where) from None
     finally:
         budget.cancel()
+
+
+async def run_bounded_each(
+    work: Callable[[A], T], items: Sequence[A], *, seconds: float | None = None, limits: Limits = LIMITS
+) -> list[T]:
+    """`work` for each item in one worker thread, each under a budget of its own.
+
+    A fan-out pays one thread hop instead of one per item, and a long list cannot exhaust a
+    budget meant for one render. Whatever ends the wait trips the budget of the render under way.
+    """
+    current: list[Budget] = []
+    stopped = threading.Event()
+
+    def in_worker() -> list[T]:
+        done = []
+        for item in items:
+            budget = Budget(limits, seconds)
+            current[:] = [budget]
+            if stopped.is_set():
+                budget.cancel()
+            with bounded(budget):
+                done.append(work(item))
+        return done
+
+    try:
+        return await asyncio.to_thread(in_worker)
+    finally:
+        stopped.set()
+        for budget in current:
+            budget.cancel()
 
 
 def _budget() -> AbstractContextManager[Budget]:

@@ -1,0 +1,188 @@
+"""A model step: its messages rendered by the scheduler, the call (and one JSON repair) performed where it runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
+
+from ... import user_schema
+from ...backends import Message
+from ...errors import DseError, InputError, Location
+from ...routing import Target
+from .. import templating
+from ..plan import PlannedStep
+from .base import ChatCaller, ChunkSink, Outcome, Services
+
+
+class OutputNotJson(DseError):
+    """A step with `output: json` got an answer that is not the JSON it asked for."""
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    travels: ClassVar[bool] = True
+    step_id: str
+    target: Target
+    messages: tuple[Message, ...]
+    retry: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    want_json: bool = False
+    schema: Mapping[str, Any] | None = None
+
+    async def perform(self, services: Services) -> Outcome:
+        """The call; if JSON was asked for and the answer is not, one more call that shows the model its mistake.
+
+        Retries belong to the router (one retry layer), so a failure here is final: not `retryable`.
+        """
+        caller = services.caller
+        assert caller is not None, "a model call needs a caller where it runs"
+        tally = _Tally(caller, services.on_chunk, self, prompt=self.messages[-1].content)
+        messages = list(self.messages)
+        try:
+            text = await tally.complete(messages, stream=self.stream)
+            if not self.want_json:
+                return tally.outcome(output=text)
+            try:
+                return tally.outcome(output=parse_json(text, self.schema))
+            except OutputNotJson as first:
+                messages += [
+                    Message("assistant", text),
+                    Message("user", f"That was not valid JSON ({first}). Reply with the JSON only, nothing else."),
+                ]
+                return tally.outcome(output=parse_json(await tally.complete(messages, stream=False), self.schema))
+        except DseError as exc:
+            tally.tries += [asdict(t) for t in getattr(exc, "attempts", ())]
+            tally.attempts = max(tally.attempts, len(getattr(exc, "attempts", ())))
+            return tally.outcome(error=str(exc))
+
+
+@dataclass
+class _Tally:
+    """What the calls of one performance added up to; private to `perform`, never shared."""
+
+    caller: ChatCaller
+    on_chunk: ChunkSink
+    call: ModelCall
+    prompt: str
+    backend: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    attempts: int = 0
+    tries: list[dict[str, Any]] = field(default_factory=list)
+    first_token: float | None = None
+
+    def outcome(self, *, output: Any = None, error: str | None = None) -> Outcome:
+        values = {k: v for k, v in vars(self).items() if k not in ("caller", "on_chunk", "call", "tries")}
+        return Outcome(output=output, error=error, tries=tuple(self.tries), **values)
+
+    async def complete(self, messages: list[Message], *, stream: bool) -> str:
+        caller, call = self.caller, self.call
+        retry = dict(call.retry) or None
+        self.backend, self.model = call.target.backend, call.target.model
+        if stream:
+            parts: list[str] = []
+            async for chunk in caller.stream(call.target, messages, retry=retry):
+                parts.append(chunk.text)
+                if chunk.text:
+                    self.first_token = chunk.elapsed if self.first_token is None else self.first_token
+                    self.on_chunk(call.step_id, chunk.text)
+                if chunk.usage is not None:
+                    self.prompt_tokens += chunk.usage.prompt_tokens
+                    self.completion_tokens += chunk.usage.completion_tokens
+                if chunk.finish_reason is not None:
+                    self.backend, self.endpoint = chunk.backend or self.backend, chunk.endpoint
+                    self.attempts += len(chunk.attempts) - 1
+                    self.tries += [asdict(t) for t in chunk.attempts if t.error]
+            self.calls += 1
+            self.attempts += 1
+            return "".join(parts).strip()
+        response = await caller.chat(call.target, messages, retry=retry)
+        self.endpoint, self.model, self.backend = response.endpoint, response.model, response.backend
+        self.calls += 1
+        self.attempts += len(response.attempts) or 1
+        self.tries += [asdict(t) for t in response.attempts if t.error]
+        self.prompt_tokens += response.usage.prompt_tokens
+        self.completion_tokens += response.usage.completion_tokens
+        return response.text.strip()
+
+
+def model_call(planned: PlannedStep, context: Mapping[str, Any], deadline: float | None) -> ModelCall:
+    """The request for one model call; the call gets what rendering left of the step's `timeout:`."""
+    step, resolution = planned.step, planned.resolution
+    assert resolution is not None
+    messages = tuple(_messages(planned, context))
+    target = resolution.target
+    if deadline is not None:
+        target = replace(target, timeout=max(deadline - time.monotonic(), 0.001))
+    # A tool's `output_schema` (DiSE) asks for JSON as a step's `output: json` does.
+    schema = step.output_schema or (planned.tool.output_schema if planned.tool else None)
+    return ModelCall(
+        step_id=step.id,
+        target=target,
+        messages=messages,
+        retry=dict(step.retry),
+        stream=step.stream,
+        want_json=step.output == "json" or schema is not None,
+        schema=schema,
+    )
+
+
+def _messages(planned: PlannedStep, context: Mapping[str, Any]) -> list[Message]:
+    step, tool = planned.step, planned.tool
+    given = templating.render_value(dict(step.with_), context, where=step.where("with"))
+    if tool is not None and tool.input_schema is not None:
+        _check_input(given, tool.input_schema, tool.name, step.where("with"))
+    local = {**context, **given}
+    messages = []
+    system = step.system if step.system is not None else (tool.system if tool else None)
+    if system:
+        messages.append(Message("system", templating.render(system, local, where=_template_where(planned, "system"))))
+    prompt = templating.render(planned.prompt_template or "", local, where=_template_where(planned, "prompt"))
+    return [*messages, Message("user", prompt)]
+
+
+def _template_where(planned: PlannedStep, key: str) -> Location:
+    """Where a prompt or system template was written: the step's own key, or the tool that supplied it."""
+    tool = planned.tool
+    if getattr(planned.step, key) is None and tool is not None and tool.location is not None:
+        return tool.location
+    return planned.step.where(key)
+
+
+def _check_input(given: Mapping[str, Any], schema: Mapping[str, Any], tool: str, where: Location | None) -> None:
+    """A tool's `input_schema` (DiSE) is checked against what the step passes it, after rendering."""
+    errors = sorted(user_schema.validator(schema).iter_errors(dict(given)), key=lambda e: list(map(str, e.path)))
+    if errors:
+        at = ".".join(map(str, errors[0].path)) or "with"
+        raise InputError(f"step input {at} does not match tool {tool!r}'s input_schema: {errors[0].message}", location=where)
+
+
+def parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:
+    """The JSON in a model's answer: fences and chatter around it are tolerated, a wrong shape is not."""
+    candidate = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", candidate, re.S)
+    if fenced:
+        candidate = fenced.group(1).strip()
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError:
+        starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
+        try:
+            value, _ = json.JSONDecoder().raw_decode(candidate[min(starts):]) if starts else (None, 0)
+        except json.JSONDecodeError as exc:
+            raise OutputNotJson(f"invalid JSON: {exc.msg}") from None
+        if not starts:
+            raise OutputNotJson("no JSON value in the answer") from None
+    if schema:
+        errors = sorted(user_schema.validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
+        if errors:
+            where = "/".join(map(str, errors[0].path)) or "top level"
+            raise OutputNotJson(f"does not match output_schema at {where}: {errors[0].message}")
+    return value
