@@ -66,10 +66,13 @@ class StubServer:
     """An HTTP/1.1 server on 127.0.0.1 with a free port, serving scripted replies from a thread."""
 
     def __init__(self) -> None:
-        self._routes: dict[tuple[str, str], list[Reply]] = {}
+        self._routes: dict[tuple[str, str], list[Reply | Callable[[Received], Reply]]] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.requests: list[Received] = []
+        self.in_flight = 0
+        self.peak = 0
+        """The most requests it was ever serving at once: what a concurrency limit must hold to."""
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         serve = self._server.serve_forever
         self._thread = threading.Thread(target=serve, args=(0.02,), name="stub-server", daemon=True)
@@ -79,8 +82,11 @@ class StubServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def route(self, method: str, path: str, *replies: Reply) -> None:
-        """Script `method path`: replies are used in order and the last one repeats."""
+    def route(self, method: str, path: str, *replies: Reply | Callable[[Received], Reply]) -> None:
+        """Script `method path`: replies are used in order and the last one repeats.
+
+        A reply may be a function of the request, for answers that depend on what was asked.
+        """
         if not replies:
             raise ValueError("route() needs at least one Reply")
         with self._lock:
@@ -97,7 +103,13 @@ class StubServer:
             script = self._routes.get((received.method, received.path))
             if not script:
                 return _NOT_ROUTED
-            return script.pop(0) if len(script) > 1 else script[0]
+            reply = script.pop(0) if len(script) > 1 else script[0]
+        return reply(received) if callable(reply) else reply
+
+    def _counted(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+            self.peak = max(self.peak, self.in_flight)
 
     def __enter__(self) -> StubServer:
         self._thread.start()
@@ -154,14 +166,18 @@ class _Handler(BaseHTTPRequestHandler):
             body=self.rfile.read(length) if length else b"",
         )
         stub = self.server.stub
-        reply = stub._take(received)
-        if reply.delay and stub._closing.wait(reply.delay):
-            self.close_connection = True
-            return
-        if reply.stream is None:
-            self._send_whole(reply)
-        else:
-            self._send_stream(reply)
+        stub._counted(+1)
+        try:
+            reply = stub._take(received)
+            if reply.delay and stub._closing.wait(reply.delay):
+                self.close_connection = True
+                return
+            if reply.stream is None:
+                self._send_whole(reply)
+            else:
+                self._send_stream(reply)
+        finally:
+            stub._counted(-1)
 
     def _send_whole(self, reply: Reply) -> None:
         body = jsonlib.dumps(reply.json).encode() if reply.json is not None else reply.body

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "run a workflow",
         "dse run workflows/review.yaml --input target=.\n  dse run blog_workflow -i task='async Python'   (a workflow in the config's workflows:)\n"
-        "  dse run --resume 20261122-043012-3f9a",
+        "  dse run --resume 20261122-043012-3f9a\n"
+        "  dse run big_batch.yaml --cluster local:4   (step bodies on 4 Dask worker processes)",
     )
     run.add_argument("workflow", nargs="?", help="a workflow YAML file, or the name of one in the config's `workflows:`")
     run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=_at_least_one, metavar="N", help="at most N steps at once")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
+    run.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run step bodies on Dask: local:N starts N worker processes, or a scheduler address such as "
+        "tcp://10.0.0.5:8786 (default: the config's executor.cluster; needs pip install 'dse[cluster]')",
+    )
 
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
     plan.add_argument("workflow", help="a workflow YAML file, or the name of one in the config's `workflows:`")
@@ -262,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
             on_start=progress.started if progress else None,
             max_parallel=args.max_parallel,
             state_dir=state_dir,
+            cluster=args.cluster,
         )
     )
     if progress:

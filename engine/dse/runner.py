@@ -7,8 +7,9 @@ inputs. Only then is a journal opened and does the engine start what the plan ne
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .errors import DseError, InputError
 from .backends import EmbedResponse
 from .redact import Redactor
 from .routing import Resolver, Target
-from .runners import InProcessRunner
+from .runners import InProcessRunner, StepRunner, check_cluster
 from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.scheduler import EventSink, StepResult
 from .workflow.steps import ChunkSink
@@ -98,6 +99,7 @@ async def run_workflow(
     on_start: Callable[[RunJournal], None] | None = None,
     max_parallel: int | None = None,
     state_dir: Path = Path(".dse"),
+    cluster: str | None = None,
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
     """Run a prepared plan with a journal; returns the result and the calls each endpoint served.
 
@@ -107,6 +109,9 @@ async def run_workflow(
     """
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"max_parallel must be 1 or more, got {max_parallel}")
+    cluster = cluster or prepared.config.cluster
+    if cluster is not None:
+        check_cluster(cluster)
     pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}
     _check_installed(prepared, pending)
     _check_state_dir(state_dir)
@@ -130,19 +135,20 @@ async def run_workflow(
             on_start(journal)
         async with Engine(prepared.config, state_dir=state_dir) as engine:
             await engine.start(sorted(pending))
-            scheduler = Scheduler(
-                prepared.plan,
-                InProcessRunner(engine.router, on_chunk=on_chunk),
-                journal=journal,
-                reuse=prepared.reuse,
-                reuse_items=prepared.reuse_items,
-                room=engine.router.room,
-                on_event=on_event,
-                max_parallel=max_parallel,
-                redactor=redactor,
-            )
-            result = await scheduler.run(prepared.inputs)
-            calls = engine.router.calls_per_endpoint()
+            async with _runner(cluster, engine, on_chunk) as runner:
+                scheduler = Scheduler(
+                    prepared.plan,
+                    runner,
+                    journal=journal,
+                    reuse=prepared.reuse,
+                    reuse_items=prepared.reuse_items,
+                    room=engine.router.room,
+                    on_event=on_event,
+                    max_parallel=max_parallel,
+                    redactor=redactor,
+                )
+                result = await scheduler.run(prepared.inputs)
+                calls = await runner.served() or engine.router.calls_per_endpoint()
             journal.event("calls_per_endpoint", calls=calls)
             return result, calls
     except BaseException as exc:
@@ -150,6 +156,18 @@ async def run_workflow(
         raise
     finally:
         journal.close()
+
+
+@contextlib.asynccontextmanager
+async def _runner(cluster: str | None, engine: Engine, on_chunk: ChunkSink | None) -> AsyncIterator[StepRunner]:
+    """Bodies in this process, or on the cluster; a `local:N` cluster lives as long as the run."""
+    if cluster is None:
+        yield InProcessRunner(engine.router, on_chunk=on_chunk)
+        return
+    from .runners.cluster import cluster_runner
+
+    async with cluster_runner(cluster, engine.config, engine.endpoints.managed()) as runner:
+        yield runner
 
 
 def _record_end(journal: RunJournal, exc: BaseException) -> None:

@@ -20,6 +20,10 @@ class EndpointDirectory:
         """The engine started these replicas for `backend`: they replace whatever the config lists."""
         self._managed[backend] = tuple(Endpoint(url) for url in urls)
 
+    def managed(self) -> dict[str, tuple[str, ...]]:
+        """The replicas the engine started, by backend: what a cluster's workers must call too."""
+        return {name: tuple(e.url for e in endpoints) for name, endpoints in self._managed.items()}
+
     def endpoints(self, backend: BackendConfig, role: str | None) -> tuple[Endpoint, ...]:
         return self._managed.get(backend.name) or backend.endpoints_for(role)
 

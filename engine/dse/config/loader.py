@@ -201,6 +201,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         circuit_breaker=BreakerSettings(**(llm.get("circuit_breaker") or {})),
         warnings=tuple(warnings),
         workflows=data.get("workflows") or {},
+        cluster=(data.get("executor") or {}).get("cluster"),
         implicit={
             t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },

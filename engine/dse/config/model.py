@@ -188,6 +188,8 @@ class Config:
     implicit: Mapping[str, BackendConfig] = field(default_factory=dict)
     secrets: tuple[Secret, ...] = ()
     workflows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cluster: str | None = None
+    """`executor.cluster`: where step bodies run unless `dse run --cluster` says otherwise."""
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

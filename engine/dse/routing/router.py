@@ -16,10 +16,10 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ..backends import Attempt, Backend, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
-from ..balance import EndpointPool, Lease, pool_for
+from ..balance import EndpointPool, EndpointState, Lease, pool_for
 from ..config.model import BackendConfig, Config, RetrySettings
 from ..errors import (
     AuthError,
@@ -38,6 +38,18 @@ from .resolver import Resolver
 from .target import Target
 
 T = TypeVar("T")
+
+
+class EndpointGate(Protocol):
+    """A hold on an endpoint beyond this process's own slots: on a cluster, one scheduler semaphore per endpoint.
+
+    `enter` returns once the call may go to `url`, whose capacity is `capacity`; the function
+    it returns gives the place back, once, when the call ends.
+    """
+
+    async def enter(self, url: str, capacity: int) -> Callable[[], None]: ...
+
+
 _RETRYABLE = (BackendUnavailable, RateLimited, BackendTimeout)
 _FALL_BACK_ON = (*_RETRYABLE, AuthError)
 _BREAKS = (BackendUnavailable, BackendTimeout)
@@ -54,8 +66,10 @@ class Router:
         backend_factory: Callable[[BackendConfig], Backend] = make_backend,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        gate: EndpointGate | None = None,
     ) -> None:
         self.config = config
+        self._gate = gate
         self.resolver = resolver or Resolver(config)
         self.endpoints = self.resolver.endpoints
         self.breakers = BreakerBoard(config.circuit_breaker.failures, config.circuit_breaker.cooldown)
@@ -224,6 +238,8 @@ class Router:
             except BackendUnavailable as exc:
                 attempts.append(Attempt(target.backend, "", str(exc), type(exc).__name__))
                 raise
+            if self._gate is not None:
+                await self._held(lease, self._gate)
             breaker = self.breakers[lease.url]
             breaker.begin()
             try:
@@ -247,6 +263,22 @@ class Router:
             attempts.append(Attempt(target.backend, lease.url))
             return result
         raise AssertionError("unreachable: the loop returns or raises")
+
+    @staticmethod
+    async def _held(lease: Lease, gate: EndpointGate) -> None:
+        """Wait for the gate's place at the lease's endpoint; ending the lease gives both back."""
+        try:
+            leave = await gate.enter(lease.url, lease.state.capacity)
+        except BaseException:
+            lease.end(ok=True)  # nothing was sent: not a failure of the endpoint
+            raise
+        ended = lease.on_end
+
+        def on_end(state: EndpointState, ok: bool) -> None:
+            leave()
+            ended(state, ok)
+
+        lease.on_end = on_end
 
     def _wait(self, exc: BackendError, number: int, policy: RetrySettings) -> float | None:
         """Seconds before the next try; None means do not retry here (a longer Retry-After than we honour)."""

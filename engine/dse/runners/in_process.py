@@ -16,3 +16,6 @@ class InProcessRunner:
 
     async def run(self, request: StepRequest) -> Outcome:
         return await request.perform(self.services)
+
+    async def served(self) -> None:
+        return None
