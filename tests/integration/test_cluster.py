@@ -33,10 +33,11 @@ def echo(delay: float):
     return answer
 
 
-def _files(write, stub: StubServer, items: int) -> tuple[Path, Path]:
+def _files(write, stub: StubServer, items: int, executor: str = "") -> tuple[Path, Path]:
     config = write(
         "config.yaml",
-        f"llm:\n  backend: s\n  s: {{type: vllm, endpoints: [{{url: '{stub.url}/v1', max_concurrency: {CAPACITY}}}], models: {{generator: m}}}}\n",
+        f"llm:\n  backend: s\n  s: {{type: vllm, endpoints: [{{url: '{stub.url}/v1', max_concurrency: {CAPACITY}}}], models: {{generator: m}}}}\n"
+        + executor,
     )
     workflow = write("fan.yaml", f"name: fan\nsteps:\n  - id: each\n    for_each: '{{{{ range({items}) | list }}}}'\n    prompt: 'item {{{{ item }}}}'\n")
     return workflow, config
@@ -63,7 +64,7 @@ def test_a_fan_out_on_two_workers_matches_in_process_and_holds_the_endpoint_capa
 
 def test_a_worker_killed_mid_run_loses_no_item_and_journals_none_twice(stub: StubServer, write, tmp_path: Path) -> None:
     stub.route("POST", "/v1/chat/completions", echo(0.02))
-    workflow, config = _files(write, stub, 300)
+    workflow, config = _files(write, stub, 300, executor="executor: {cluster: 'local:2'}\n")
     killed: list[int] = []
 
     def on_event(result) -> None:
@@ -73,7 +74,7 @@ def test_a_worker_killed_mid_run_loses_no_item_and_journals_none_twice(stub: Stu
             killed.append(workers[0].pid)
             os.kill(workers[0].pid, signal.SIGKILL)
 
-    result, _ = asyncio.run(run_workflow(prepare(workflow, config), state_dir=tmp_path / ".dse", on_event=on_event, cluster="local:2"))
+    result, _ = asyncio.run(run_workflow(prepare(workflow, config), state_dir=tmp_path / ".dse", on_event=on_event))
     assert killed, "a worker was killed mid-run"
     assert result.status == "done", result.steps["each"].error
     assert result.steps["each"].output == [f"re: item {i}" for i in range(300)]
@@ -126,3 +127,25 @@ def test_a_cluster_without_dask_says_how_to_install_it(write, tmp_path: Path) ->
     assert result.returncode == 2, result.stderr
     assert "pip install 'dse[cluster]'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / ".dse" / "runs").exists() or not any((tmp_path / ".dse" / "runs").iterdir()), "nothing half-done"
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        ("flag", "local:0", "say local:N"),
+        ("flag", "not an address", "neither local:N nor a Dask scheduler address"),
+        ("config", "local:x", "executor.cluster"),
+    ],
+)
+def test_a_bad_cluster_is_refused_before_anything_runs(where: str, value: str, message: str, write, tmp_path: Path) -> None:
+    workflow = write("wf.yaml", "name: w\nsteps:\n  - id: a\n    run: [echo, hi]\n")
+    executor = f"executor: {{cluster: '{value}'}}\n" if where == "config" else ""
+    config = write("config.yaml", "llm:\n  backend: o\n  o: {type: openai, api_key: sk-unused-here}\n" + executor)
+    flag = ["--cluster", value] if where == "flag" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), *flag], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if where == "config":
+        assert "config.yaml:4" in result.stderr, "the config error names file and line"
+    assert not (tmp_path / ".dse" / "runs").exists(), "nothing half-done"
