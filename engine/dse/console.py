@@ -6,14 +6,17 @@ import json
 import re
 import time
 from dataclasses import asdict
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import networkx as nx
+from .workflow.results import StepResult
 
-from .routing.selector import Ranked
-from .status import BackendReport, BalanceReport
-from .workflow import Plan, RunResult, StepResult, Workflow
-from .workflow.journal import RunJournal, RunRecord
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from .routing.selector import Ranked
+    from .status import BackendReport, BalanceReport
+    from .workflow import Plan, RunResult, Workflow
+    from .workflow.journal import RunJournal, RunRecord
 
 _MARKS = {"waiting": "  ", "running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -14,6 +14,7 @@ remembers nothing: one config's secrets never mask another's output.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,36 +51,80 @@ class Redactor:
 
     def __init__(self, secrets: Collection[str] = ()) -> None:
         self._secrets = secrets
+        # (snapshot of `_secrets`, its secrets longest first, their JSON-escaped forms), replaced as one
+        # assignment, so a reader in another thread never sees one part from another snapshot.
+        self._cache: tuple[tuple[str, ...], list[str], tuple[str, ...]] | None = None
 
     @property
     def secrets(self) -> list[str]:
-        return sorted((s for s in self._secrets if s), key=len, reverse=True)
+        return list(self._current())
+
+    def _current(self) -> list[str]:
+        """The secrets longest first; sorted again only when the collection is not what it was last time."""
+        return self._snapshot()[1]
+
+    def _snapshot(self) -> tuple[tuple[str, ...], list[str], tuple[str, ...]]:
+        seen = tuple(self._secrets)
+        cache = self._cache
+        if cache is None or cache[0] != seen:
+            ordered = sorted((s for s in seen if s), key=len, reverse=True)
+            cache = (seen, ordered, tuple(json.dumps(s, ensure_ascii=False)[1:-1] for s in ordered))
+            self._cache = cache
+        return cache
 
     def text(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return _scrub(text, self._current())
 
     def value(self, value: Any) -> Any:
         """The same JSON-like value with every string scrubbed: keys, items and nested values."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {self.value(k): self.value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.value(v) for v in value]
-        return value
+        secrets = self._current()
+        if not secrets:
+            return _plain(value)
+        return _scrubbed(value, secrets)
+
+    def in_json(self, text: str) -> bool:
+        """Whether a secret may be in this JSON text (`json.dumps(..., ensure_ascii=False)`): False means no string in it holds one.
+
+        JSON escapes a string character by character, so a string holding a secret holds the
+        secret's escaped form in the text. True may also be a match outside any string (a number).
+        """
+        return any(form in text for form in self._snapshot()[2])
 
     def unsafe_tail(self, text: str) -> int:
         """How many final characters could be the start of a secret that the next write completes."""
         longest = 0
-        for secret in self.secrets:
+        for secret in self._current():
             for size in range(min(len(secret) - 1, len(text)), longest, -1):
                 if text.endswith(secret[:size]):
                     longest = size
                     break
         return longest
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if isinstance(value, dict):
+        return {_scrubbed(k, secrets): _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v, secrets) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """What `value` returns with nothing to scrub: the same shape (fresh dicts, tuples as lists), strings as they are."""
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class RedactingStream(io.TextIOBase):

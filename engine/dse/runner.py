@@ -23,7 +23,8 @@ from .redact import Redactor
 from .routing import Resolver, Target
 from .runners import InProcessRunner, StepRunner, check_cluster
 from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
-from .workflow.scheduler import EventSink, StepResult
+from .workflow.results import StepResult
+from .workflow.scheduler import EventSink
 from .workflow.steps import ChunkSink
 from .workflow.from_config import config_workflow, is_config_workflow
 from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory

@@ -201,7 +201,7 @@ def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_when_piped(wri
 
     from dse.console import Progress
     from dse.runner import prepare
-    from dse.workflow.scheduler import StepResult
+    from dse.workflow.results import StepResult
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -16,7 +16,7 @@ from dse.errors import BackendUnavailable
 from dse.routing import Resolver, Target
 from dse.runners import InProcessRunner
 from dse.workflow import Scheduler, bind_inputs, build_plan, load_workflow
-from dse.workflow.scheduler import StepResult
+from dse.workflow.results import StepResult
 from dse.workflow.journal import RunJournal, list_runs, read_run
 
 CONFIG = "llm:\n  backend: fake\n  fake: {type: openai, api_key: x, base_url: 'http://127.0.0.1:9/v1'}\n"
@@ -115,3 +115,57 @@ def test_every_step_starts_after_all_its_dependencies_finished(tmp_path: Path, d
     assert result.status == "done"
     for a, b in edges:
         assert result.steps[f"s{a}"].finished_at <= result.steps[f"s{b}"].started_at
+
+
+SECRET = "sk-live-0123456789abcdef"
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.sampled_from([SECRET, f"x{SECRET}y", "sk-live", '"\\\n\u00e9']),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.just(SECRET), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.dictionaries(st.sampled_from(["output", "error", "prompt", "id"]), _json_values, max_size=4))
+def test_a_journal_line_is_the_scrubbed_record_whichever_way_it_was_written(tmp_path: Path, fields) -> None:
+    """Lines without a secret are written as serialised; others are scrubbed value by value: both must give the same line."""
+    from dse.redact import MASK, Redactor
+
+    directory = tmp_path / "run"
+    directory.mkdir(exist_ok=True)
+    (directory / "events.jsonl").write_text("")
+    redactor = Redactor([SECRET])
+    journal = RunJournal(directory, redactor)
+    journal.event("item_finished", **fields)
+    journal.close()
+    line = (directory / "events.jsonl").read_text().split("\n")[-2]  # U+0085, U+2028 are data inside a line
+    written = json.loads(line)
+    expected = redactor.value(json.loads(json.dumps({"event": "item_finished", **fields}, default=str)))
+    assert {k: v for k, v in written.items() if k != "at"} == expected
+    assert SECRET not in line and (MASK in line) == (SECRET in json.dumps(fields, ensure_ascii=False))
+
+
+def test_item_events_reach_the_os_at_once_even_when_their_fsync_waits(tmp_path: Path, monkeypatch) -> None:
+    """A killed process loses no finished item: every event is flushed; only the fsync of item events is batched."""
+    import os
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    directory = tmp_path / "run"
+    directory.mkdir()
+    journal = RunJournal(directory, Redactor_())
+    journal.event("step_started", id="each")
+    before = len(synced)
+    for index in range(50):
+        journal.event("item_finished", id="each", index=index)
+        assert (directory / "events.jsonl").read_text().count("\n") == index + 2, "on disk before the next item"
+    assert len(synced) - before <= 2, "not one fsync per item"
+    journal.event("step_finished", id="each")
+    assert len(synced) > before, "the step's own event syncs what its items wrote"
+    journal.close()
+
+
+def Redactor_():
+    from dse.redact import Redactor
+
+    return Redactor()

@@ -42,6 +42,7 @@ class OpenAICompatBackend:
         self.kind: BackendType = backend_type(config.type)
         self._clients: dict[str, AsyncOpenAI] = {}
         self._native: httpx.AsyncClient | None = None
+        self._contexts: dict[tuple[str, str | None], ErrorContext] = {}
 
     def _client(self, endpoint: str) -> AsyncOpenAI:
         client = self._clients.get(endpoint)
@@ -71,8 +72,12 @@ class OpenAICompatBackend:
         return f"check the model id {model!r}; GET {api_base(endpoint)}/models lists what the server has"
 
     def _context(self, endpoint: str, model: str | None = None) -> ErrorContext:
-        hint = f"check the URL {endpoint}" if model is None else self._missing_model_hint(endpoint, model)
-        return ErrorContext.of(self.config, endpoint, hint)
+        """Built once per (endpoint, model): every call needs one, and the hint parses the URL."""
+        context = self._contexts.get((endpoint, model))
+        if context is None:
+            hint = f"check the URL {endpoint}" if model is None else self._missing_model_hint(endpoint, model)
+            context = self._contexts[(endpoint, model)] = ErrorContext.of(self.config, endpoint, hint)
+        return context
 
     def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
         args: dict[str, Any] = {

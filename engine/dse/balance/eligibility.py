@@ -36,6 +36,8 @@ class Verdict:
     reason: str = ELIGIBLE
 
 
+_ELIGIBLE = Verdict(True)
+
 Check = Callable[[Endpoint, Reading | None, BalancerSettings, str | None], str | None]
 
 
@@ -75,6 +77,7 @@ def no_headroom(endpoint: Endpoint, reading: Reading | None, settings: BalancerS
     return None
 
 
+# Each check passes an endpoint without a reading (None): `screen` skips them all when nothing is known.
 CHECKS: tuple[Check, ...] = (not_ready, missing_model, no_headroom)
 
 
@@ -82,6 +85,8 @@ def screen(
     entries: Sequence[tuple[Endpoint, Reading | None]], settings: BalancerSettings, model: str | None
 ) -> list[Verdict]:
     """One verdict per entry, in order; see the module docstring for the rule."""
+    if all(reading is None for _, reading in entries):  # nothing known: every check passes (the pool's usual case)
+        return [_ELIGIBLE] * len(entries)
     kept = [True] * len(entries)
     notes: list[list[str]] = [[] for _ in entries]
     skipped: list[str | None] = [None] * len(entries)

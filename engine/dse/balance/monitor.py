@@ -61,6 +61,8 @@ class EndpointMonitor:
 
     def refresh_due(self, endpoints: Iterable[Endpoint]) -> None:
         """Start a background refresh for each endpoint whose reading is missing or half its max age old."""
+        if self._probe is None and self._gpu is None:  # nothing to ask any endpoint (see `_asks`): every call's fast path
+            return
         for endpoint in endpoints:
             reading = self._readings.get(endpoint.url)
             if reading is None or self._clock() - reading.at > self._max_age / 2:

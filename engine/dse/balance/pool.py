@@ -125,14 +125,19 @@ class EndpointPool:
     def waiting(self) -> int:
         return sum(1 for w in self._queue if not w.future.done())
 
+    def _anyone_waiting(self) -> bool:
+        """`waiting > 0`, stopping at the first live waiter (the head, almost always) instead of counting the line."""
+        return any(not w.future.done() for w in self._queue)
+
     async def lease(self, allow: Allow | None = None, *, backend: str = "", model: str | None = None) -> Lease:
         """A slot on the best allowed endpoint, waiting in line when all are full; the caller must `end()` it."""
         self.monitor.refresh_due(s.endpoint for s in self.states)
-        if not self.waiting:
+        if not self._anyone_waiting():
             state = self._choose(allow, model, backend)
             if state is not None:
                 return self._grant(state)
-        if self.waiting >= self.settings.queue_limit:
+        # `waiting` counts the whole line; it cannot reach the limit while the line is shorter.
+        if len(self._queue) >= self.settings.queue_limit and self.waiting >= self.settings.queue_limit:
             raise QueueFull(
                 f"{_named(backend)}every endpoint is busy ({self._slots_text()}) and {_calls(self.waiting)} already waiting",
                 backend=backend,

@@ -13,13 +13,12 @@ from functools import cache
 from jinja2 import nodes
 
 from ..errors import InputError, Location
+from .results import StepResult
 
 
 @cache
 def step_fields() -> tuple[str, ...]:
     """The names a template may read from `steps.<id>`."""
-    from .scheduler import StepResult  # the scheduler imports the planner, which imports this module
-
     return tuple(StepResult(id="", kind="").context())
 
 

@@ -18,7 +18,7 @@ from ...routing import Target
 
 if TYPE_CHECKING:
     from ..plan import Plan
-    from ..scheduler import RunResult
+    from ..results import RunResult
 
 ChunkSink = Callable[[str, str], None]
 

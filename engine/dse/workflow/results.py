@@ -1,0 +1,59 @@
+"""What a run did, step by step: the records the journal, `dse show` and the progress view read.
+
+Kept apart from the scheduler so that reading a journal back imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+WAITING, RUNNING, DONE, SKIPPED, FAILED = "waiting", "running", "done", "skipped", "failed"
+DEPENDENCY_FAILED = "dependency failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What happened to one step: the journal, `dse show` and the progress view read these."""
+
+    id: str
+    kind: str
+    status: str = WAITING
+    output: Any = None
+    error: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    prompt: str | list[str] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    first_token: float | None = None
+    items_done: int = 0
+    items_total: int | None = None
+    calls: int = 0
+    attempts: int = 0
+    tries: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    reused: bool = False
+
+    def context(self) -> dict[str, Any]:
+        """How later templates see this step: `steps.<id>.output`, `.status`, `.error`."""
+        return {"output": self.output, "status": self.status, "error": self.error}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StepResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@dataclass
+class RunResult:
+    workflow: str
+    status: str
+    steps: dict[str, StepResult]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    run_id: str | None = None
