@@ -39,6 +39,24 @@ SERVE = (
 )
 
 
+async def raw_sdk(url: str) -> float:
+    """The same 64 calls, 16 at a time, straight through a fresh openai client: the floor this machine allows."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    gate = asyncio.Semaphore(CAPACITY)
+    started = time.monotonic()
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"step {i}"}])
+
+    await asyncio.gather(*(one(i) for i in range(STEPS)))
+    elapsed = time.monotonic() - started
+    await client.close()
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cluster", help="e.g. local:2; passed to run_workflow(cluster=...) where it is accepted")
@@ -68,6 +86,7 @@ def main() -> None:
                 else:
                     print("cluster: not available")
             result, _ = asyncio.run(run_workflow(prepared, state_dir=directory / ".dse", **extra))
+            raw = asyncio.run(raw_sdk(url))
     finally:
         server.kill()
     assert result.status == "done", {s.id: s.error for s in result.steps.values() if s.error}
@@ -79,6 +98,7 @@ def main() -> None:
     print(f"  makespan       : {makespan:.3f}s (first step started -> last step finished)")
     print(f"  ideal          : {ideal:.3f}s")
     print(f"  ratio          : {makespan / ideal:.2f} (target <= {TARGET})" + ("" if makespan / ideal <= TARGET else "  ABOVE TARGET"))
+    print(f"  raw openai SDK : {raw:.3f}s for the same calls, ratio {raw / ideal:.2f}; dse over raw {makespan / raw:.2f}")
     print(f"  start-up       : {startup:.3f}s (imports {imported - PROCESS_START:.3f}, prepare {called - prepare_start:.3f}, "
           f"run_workflow to first step {first - called:.3f}; stub start {stub_wait:.3f} left out)")
 

@@ -38,7 +38,7 @@ class Engine:
         await self.aclose()
 
     async def start(self, backends: Iterable[str]) -> None:
-        """Start the managed servers of these backends and load their SDKs, all at once.
+        """Start the managed servers of these backends and load their SDKs, all at once, then make their clients.
 
         The SDK import (up to two seconds for `openai`) runs in a thread beside the server
         start-up: done lazily on the first call instead, it would stall the event loop and with
@@ -60,6 +60,7 @@ class Engine:
             raise failure
         for name, cluster in clusters.items():
             self.endpoints.manage(name, cluster.urls)
+        await asyncio.to_thread(self.router.connect, [c.name for c in configs])
 
     async def aclose(self) -> None:
         try:

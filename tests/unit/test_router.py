@@ -285,3 +285,20 @@ def test_a_streams_closing_chunk_says_where_it_came_from_and_what_it_took(setup)
     assert closing.backend == "primary" and closing.endpoint in ("http://p1", "http://p2")
     assert [a.error_kind for a in closing.attempts] == ["BackendUnavailable", "BackendUnavailable", None]
     assert all(c.attempts == () for c in chunks[:-1])
+
+
+def test_engine_start_makes_each_endpoints_client_before_the_first_call(write) -> None:
+    """An SDK client takes tens of milliseconds to make: made in `start`, off the loop, not by a run's first call."""
+    from dse.engine import Engine
+
+    config = load_config(
+        write("c.yaml", "llm:\n  backend: s\n  s: {type: vllm, endpoints: [{url: 'http://127.0.0.1:9/v1'}, {url: 'http://127.0.0.1:10/v1'}]}\n"),
+        environ={},
+    )
+
+    async def started() -> list[str]:
+        async with Engine(config) as engine:
+            await engine.start(["s"])
+            return sorted(engine.router.backend("s")._clients)  # type: ignore[attr-defined]
+
+    assert asyncio.run(started()) == ["http://127.0.0.1:10/v1", "http://127.0.0.1:9/v1"]

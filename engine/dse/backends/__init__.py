@@ -60,6 +60,14 @@ class Backend(Protocol):
         """The context window the server itself reports for `model`; None when it does not say."""
         ...
 
+    def connect(self, endpoint: str) -> None:
+        """Build what calls to `endpoint` use (an SDK client, its TLS context) now, off the event loop.
+
+        Built lazily instead, the first call of a run would stall every other call for the
+        30-80 ms an SDK client takes to make.
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -38,6 +38,9 @@ class AnthropicBackend:
         self.name = config.name
         self._clients: dict[str, AsyncAnthropic] = {}
 
+    def connect(self, endpoint: str) -> None:
+        self._client(endpoint)
+
     def _client(self, endpoint: str) -> AsyncAnthropic:
         client = self._clients.get(endpoint)
         if client is None:

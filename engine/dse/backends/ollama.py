@@ -41,6 +41,10 @@ class OllamaBackend:
         self.kind: BackendType = backend_type(config.type)
         self._http: httpx.AsyncClient | None = None
 
+    def connect(self, endpoint: str) -> None:
+        """One client serves every endpoint."""
+        self._client
+
     @property
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -51,6 +51,9 @@ class OpenAICompatBackend:
             self._clients[endpoint] = client
         return client
 
+    def connect(self, endpoint: str) -> None:
+        self._client(endpoint)
+
     def _client_options(self) -> dict[str, Any]:
         return {
             "api_key": self.config.api_key.reveal() if self.config.api_key else "not-needed",

@@ -112,6 +112,18 @@ class Router:
             self._backends[name] = backend
         return backend
 
+    def connect(self, backends: Sequence[str]) -> None:
+        """Build the adapters of these backends and their clients for every endpoint; blocking, so run it in a thread."""
+        for name in backends:
+            config = self.config.find_backend(name)
+            if config is None or config.unavailable:
+                continue
+            adapter = self.backend(name)
+            roles = {None, *config.endpoints, *config.deployments}
+            urls = {e.url for role in roles for e in self.endpoints.endpoints(config, role)}
+            for url in sorted(urls):
+                adapter.connect(url)
+
     async def chat(
         self, target: Target, messages: Sequence[Message], *, retry: Mapping[str, float] | None = None
     ) -> ChatResponse:
