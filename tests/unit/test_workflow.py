@@ -323,3 +323,16 @@ def test_a_fan_out_reports_its_items_as_they_finish(write) -> None:
     assert [done for status, done, _ in seen if status == "running"] == [0, 1, 2, 3]
     assert seen[-1] == ("done", 3, 3)
     assert "3/3 items" in step_line(result.steps["each"])
+
+
+def test_a_fan_out_over_a_commands_output_never_renders_that_output(write) -> None:
+    """Command output that looks like a template stays data when `for_each` parses it."""
+    plan = plan_for(
+        write,
+        "name: f\nsteps:\n  - id: list\n    run: [printf, '%s%s 7*7 %s%s\\n%s%s inputs %s%s\\n', '{', '{', '}', '}', '{', '{', '}', '}']\n"
+        "  - id: each\n    for_each: '{{ steps.list.output }}'\n    prompt: 'say {{ item }}'\n",
+    )
+    model = RecordingModel()
+    result = run(plan, model)
+    assert result.steps["each"].status == "done", result.steps["each"].error
+    assert sorted(m[-1].content for _, m, _, _ in model.calls) == ["say {{ 7*7 }}", "say {{ inputs }}"]

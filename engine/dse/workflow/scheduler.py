@@ -335,10 +335,12 @@ class Scheduler:
         where = step.where("for_each")
         if isinstance(source, str):
             match = re.fullmatch(r"\s*\{\{(.*)\}\}\s*", source, re.S)
-            value: Any = templating.evaluate(match.group(1), context, where=where) if match else source
+            # One expression gives a value as it is; any other text is rendered once. What a
+            # command or a model produced is data: parsed as JSON or split in lines, never rendered.
+            value: Any = templating.evaluate(match.group(1), context, where=where) if match else templating.render(source, context, where=where)
             if isinstance(value, str):
                 try:
-                    value = json.loads(templating.render(value, context, where=where))
+                    value = json.loads(value)
                 except json.JSONDecodeError:
                     value = [line for line in value.splitlines() if line.strip()]
         else:
