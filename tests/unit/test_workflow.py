@@ -326,10 +326,10 @@ def test_a_fan_out_reports_its_items_as_they_finish(write) -> None:
 
 
 def test_a_fan_out_over_a_commands_output_never_renders_that_output(write) -> None:
-    """Command output that looks like a template stays data when `for_each` parses it."""
+    """Command output (a JSON list here) that looks like a template stays data when `for_each` parses it."""
     plan = plan_for(
         write,
-        "name: f\nsteps:\n  - id: list\n    run: [printf, '%s%s 7*7 %s%s\\n%s%s inputs %s%s\\n', '{', '{', '}', '}', '{', '{', '}', '}']\n"
+        "name: f\nsteps:\n  - id: list\n    run: [printf, '[\"%s%s 7*7 %s%s\", \"%s%s inputs %s%s\"]', '{', '{', '}', '}', '{', '{', '}', '}']\n"
         "  - id: each\n    for_each: '{{ steps.list.output }}'\n    prompt: 'say {{ item }}'\n",
     )
     model = RecordingModel()
