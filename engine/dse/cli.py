@@ -20,6 +20,8 @@ from .errors import DseError, InputError, InputErrors
 EPILOG = """\
 examples:
   dse run workflows/review.yaml                       run the code review on this repository
+  dse run review                                      the same packaged workflow, from any git repository
+  dse init                                            write a starter config.yaml here to edit
   dse run workflows/review.yaml --input target=../app  review another git repository
   dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
   dse run --resume 20261122-043012-3f9a                redo only what did not finish in that run
@@ -31,7 +33,8 @@ examples:
   dse status                                          what is reachable, ready, and why not
   dse config show                                     the effective config, secrets redacted
 
-config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml.
+config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml, else the
+packaged default is used; a .env beside the config supplies ${VAR} values the environment lacks.
 exit codes: 0 success, 1 a run failed, 2 invalid input or config.
 """
 
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument("--config", metavar="PATH", help="config file (default: $DSE_CONFIG, ./config.yaml, ./configs/config.yaml)")
+        sub.add_argument("--config", metavar="PATH", help="config file (default: $DSE_CONFIG, ./config.yaml, ./configs/config.yaml, else the packaged default)")
         sub.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         sub.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="run journals and server logs (default: $DSE_STATE_DIR or .dse)")
         return sub
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  dse run --resume 20261122-043012-3f9a\n"
         "  dse run big_batch.yaml --cluster local:4   (step bodies on 4 Dask worker processes)",
     )
-    run.add_argument("workflow", nargs="?", help="a workflow YAML file, or the name of one in the config's `workflows:`")
+    run.add_argument("workflow", nargs="?", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
     run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
@@ -77,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
-    plan.add_argument("workflow", help="a workflow YAML file, or the name of one in the config's `workflows:`")
+    plan.add_argument("workflow", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
     plan.add_argument("--why", action="store_true", help="print every reason in the resolution chain")
 
     validate = command("validate", "check a config and workflows without running anything", "dse validate workflows/review.yaml")
-    validate.add_argument("files", nargs="*", help="workflow files (a file with an `llm:` or `tools:` key is checked as a config)")
+    validate.add_argument("files", nargs="*", help="workflow files or names (a file with an `llm:` or `tools:` key is checked as a config)")
     for strict in (run, plan, validate):
         strict.add_argument("--strict", action="store_true", help="sections of other DiSE subsystems in the config are errors, not a warning")
 
@@ -111,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")
     graph.add_argument("workflow")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+
+    init = commands.add_parser(
+        "init",
+        help="write a starter config.yaml (and the packaged workflows) into this directory",
+        description="Write a commented config.yaml into the current directory: the packaged default, to edit. "
+        "Nothing is overwritten: if any file it would write exists, it names it and writes nothing. "
+        "It also adds .dse/ (run journals) to .gitignore.",
+        epilog="example:\n  cd ~/src/app && dse init --workflows && dse validate && dse run review",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--workflows", action="store_true", help="also copy the packaged workflows into ./workflows/")
+    init.add_argument("--json", action="store_true", help="print what was written as JSON")
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -170,6 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "show": _show,
         "graph": _graph,
         "config": _config,
+        "init": _init,
     }[args.command]
     try:
         return handler(args)
@@ -360,19 +376,20 @@ def _validate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .routing import Resolver
     from .workflow import build_plan, load_workflow
-    from .workflow.from_config import config_workflow
+    from .workflow.from_config import config_workflow, is_config_workflow, workflow_file
 
     config_path = args.config
     workflows = []
     for name in args.files:
-        if config_path is None and _looks_like_config(name):
+        if config_path is None and Path(name).is_file() and _looks_like_config(name):
             config_path = name
         else:
             workflows.append(name)
     config = load_config(config_path, strict=args.strict)
     warnings = list(config.warnings)
     for name in workflows:
-        warnings += build_plan(load_workflow(name), config, Resolver(config)).warnings
+        workflow = config_workflow(name, config) if is_config_workflow(name, config) else load_workflow(workflow_file(name, config))
+        warnings += build_plan(workflow, config, Resolver(config)).warnings
     for name in config.workflows:
         warnings += build_plan(config_workflow(name, config), config, Resolver(config)).warnings
     if args.json:
@@ -433,6 +450,21 @@ def _config_show(args: argparse.Namespace) -> int:
 
     data = to_data(load_config(args.config))
     print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .init import init
+
+    result = init(Path.cwd(), workflows=args.workflows)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    for relative in result.written:
+        print(f"wrote {relative}")
+    if result.gitignore != "unchanged":
+        print(f"{result.gitignore} .gitignore: .dse/ (run journals) is not committed")
+    print("next: edit config.yaml, check it with `dse validate`, then `dse run review`")
     return 0
 
 

@@ -26,7 +26,7 @@ from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_p
 from .workflow.results import StepResult
 from .workflow.scheduler import EventSink
 from .workflow.steps import ChunkSink
-from .workflow.from_config import config_workflow, is_config_workflow
+from .workflow.from_config import config_workflow, is_config_workflow, workflow_file
 from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory
 
 
@@ -58,7 +58,7 @@ def prepare(
     """
     config = load_config(config_path, strict=strict)
     reference = str(workflow_path)
-    workflow = config_workflow(reference, config) if is_config_workflow(reference, config) else load_workflow(workflow_path)
+    workflow = config_workflow(reference, config) if is_config_workflow(reference, config) else load_workflow(workflow_file(reference, config))
     plan = build_plan(workflow, config, Resolver(config))
     bound = bind_inputs(workflow, inputs or {})
     return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))

@@ -4,25 +4,30 @@ Order matters: parse (syntax errors with line numbers), expand `${VAR}` on strin
 validate against the JSON Schema (every error at once), then check what a schema cannot
 express: cross references between backends and tools, and secrets that are not set. A
 backend with a missing secret is *unavailable*, not an error, until something needs it.
+
+With no config of the user's own, the packaged default is read (and `dse` says so on stderr),
+so `dse run review` works in any directory. A `.env` file beside the config supplies the
+`${VAR}` values the environment does not set.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from .. import redact, user_schema
+from .. import defaults, redact, user_schema
 from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
 from . import schema
 from .dise import FOREIGN_SECTIONS, OUTPUT_TOKENS, TIER_WEIGHTS, format_to_jinja, other_layout, word
-from .env import expand
+from .env import DOTENV, expand, read_dotenv
 from .model import (
     AzureDeployment,
     BackendConfig,
@@ -45,8 +50,16 @@ _RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balanc
 
 
 
+DEFAULT_NOTICE = "dse: no config.yaml here; using the packaged default (dse init writes one)"
+_noticed = False
+
+
 def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
-    """`--config`, else `$DSE_CONFIG`, else `./config.yaml`, else `./configs/config.yaml`."""
+    """`--config`, else `$DSE_CONFIG`, else `./config.yaml`, else `./configs/config.yaml`, else the packaged default.
+
+    A path given by `--config` or `$DSE_CONFIG` is used as it is: a missing one is an error
+    when it is read, never a silent fallback.
+    """
     if explicit:
         return Path(explicit)
     if environ.get("DSE_CONFIG"):
@@ -54,10 +67,23 @@ def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> 
     for candidate in (cwd / "config.yaml", cwd / "configs" / "config.yaml"):
         if candidate.is_file():
             return candidate
-    raise InputError(
-        "no config found (looked at --config, $DSE_CONFIG, ./config.yaml, ./configs/config.yaml)",
-        hint="pass --config PATH, or copy configs/config.yaml from the dse repository",
-    )
+    return defaults.config_path()
+
+
+def _notice_default() -> None:
+    """One line on stderr, once per process, when no config of the user's own was found (never on stdout)."""
+    global _noticed
+    if not _noticed:
+        _noticed = True
+        print(DEFAULT_NOTICE, file=sys.stderr)
+
+
+def dotenv_environ(env_file: Path, environ: Mapping[str, str]) -> Mapping[str, str]:
+    """`environ` over the variables of `env_file`, if it exists: a variable set (non-empty) in `environ` wins."""
+    from_file = read_dotenv(env_file)
+    if not from_file:
+        return environ
+    return {**from_file, **{name: value for name, value in environ.items() if value or name not in from_file}}
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None, *, strict: bool = False) -> Config:
@@ -66,9 +92,15 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     Sections of other DiSE subsystems are set aside unread (their `${VAR}` too) with one
     warning naming them; `strict` makes that warning an error.
     """
-    env = os.environ if environ is None else environ
-    config_path = find_config(str(path) if path else None, env, Path.cwd())
+    explicit = str(path) if path else None
+    given = os.environ if environ is None else environ
+    config_path = find_config(explicit, given, Path.cwd())
+    fallback = config_path == defaults.config_path() and not explicit and not given.get("DSE_CONFIG")
+    if fallback:
+        _notice_default()
     source = read_yaml(config_path)
+    # The packaged default stands in for a config in the current directory: its `.env` is there.
+    env = dotenv_environ((Path.cwd() if fallback else config_path.parent) / DOTENV, given)
     if source.data is None:
         source.data = {}
     if not isinstance(source.data, dict):

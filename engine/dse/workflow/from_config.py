@@ -7,13 +7,20 @@ step's output (empty for the first), as `with:` values its tool's prompt can use
 output as one message. The last step's output is the workflow's `result`.
 
 Such a workflow lives at `CONFIG#NAME`, which is what journals record, so `--resume` finds it.
+
+A bare name that is neither a file nor in the config's `workflows:` is `./workflows/NAME.yaml`
+(where `dse init --workflows` copies them), else a workflow shipped in the package (`dse run
+review` in any directory): `workflow_file` finds it.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from ..config import Config, read_yaml
 from ..errors import InputError, Location
 from .model import InputSpec, Step, Workflow
@@ -26,6 +33,31 @@ def is_config_workflow(reference: str, config: Config) -> bool:
     if Path(reference).is_file():
         return False
     return _name(reference, config) in config.workflows or reference.startswith(f"{config.path}{SEPARATOR}")
+
+
+def workflow_file(reference: str, config: Config) -> str:
+    """The file a reference that is not a config workflow names: itself, `./workflows/NAME.yaml`, or the packaged one.
+
+    Only a bare name (`review`: no directory, no `.yaml`) is looked up; a path that does not
+    exist is left for the loader to report as a missing file.
+    """
+    path = Path(reference)
+    if path.exists() or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", reference) or path.suffix in (".yaml", ".yml"):
+        return reference
+    local = Path("workflows") / f"{reference}.yaml"
+    if local.is_file():
+        return str(local)
+    packaged = defaults.workflow_path(reference)
+    if packaged is not None:
+        return str(packaged)
+    names = defaults.workflow_names()
+    known = [*config.workflows, *(p.stem for p in Path("workflows").glob("*.yaml")), *names]
+    close = difflib.get_close_matches(reference, known, n=1, cutoff=0.6)
+    own = f"; in {config.path}: {', '.join(sorted(config.workflows))}" if config.workflows else ""
+    raise InputError(
+        f"no workflow {reference!r}: no such file, and none of that name in the config's workflows:, ./workflows/ or the package",
+        hint=(f"did you mean {close[0]!r}? " if close else "") + f"packaged workflows: {', '.join(names)}{own}",
+    )
 
 
 def config_workflow(reference: str, config: Config) -> Workflow:
