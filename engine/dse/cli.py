@@ -127,6 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--workflows", action="store_true", help="also copy the packaged workflows into ./workflows/")
     init.add_argument("--json", action="store_true", help="print what was written as JSON")
 
+    changes = commands.add_parser(
+        "changes",
+        help="the changed files of a git repository, one diff each, as the review workflow reads them",
+        description="List what a review reads: the working tree (against HEAD), the staged changes, one commit or a "
+        "range, one diff per file, split at hunks to fit --max-chars; binary, lock and generated files are listed as skipped.",
+        epilog="examples:\n  dse changes --json\n  dse changes --mode range --rev main...my-branch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    changes.add_argument("--repo", default=".", metavar="DIR", help="the git repository (default: here)")
+    changes.add_argument("--mode", default="auto", help="auto (the working tree when it has changes, else HEAD), worktree, staged, commit, range")
+    changes.add_argument("--rev", default="", metavar="REV", help="the commit (commit mode, default HEAD), or BASE..HEAD / BASE...HEAD (range mode)")
+    changes.add_argument("--max-chars", type=_at_least_one, default=4000, metavar="N", help="longest diff one part may be (default 4000)")
+    changes.add_argument("--json", action="store_true", help="print the changes as JSON")
+    save = commands.add_parser(
+        "save",
+        help="write text to a file (a workflow's last step saves its report this way)",
+        description="Write TEXT to PATH, creating its directory; PATH '' writes nothing.",
+        epilog="example (a workflow step):\n  run: [dse, save, \"{{ inputs.output }}\", \"{{ steps.report.output }}\"]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    save.add_argument("path")
+    save.add_argument("text")
+
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
@@ -186,6 +209,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "graph": _graph,
         "config": _config,
         "init": _init,
+        "changes": _changes,
+        "save": _save,
     }[args.command]
     try:
         return handler(args)
@@ -339,6 +364,31 @@ def _runs(args: argparse.Namespace) -> int:
 
     records = list_runs(_state_dir(args))
     print(json.dumps([r.summary() for r in records], indent=2) if args.json else console.runs_text(records))
+    return 0
+
+
+def _changes(args: argparse.Namespace) -> int:
+    from .changes import collect
+
+    found = collect(Path(args.repo), args.mode, args.rev, args.max_chars)
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=2))
+        return 0
+    print(f"{found.label}: {found.changed} files changed, {len({f.path for f in found.files})} to review in {len(found.files)} parts")
+    for skipped in found.skipped:
+        print(f"  skipped {skipped.path}: {skipped.reason}")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    if args.path:
+        target = Path(args.path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(args.text if args.text.endswith("\n") else args.text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        print(f"wrote {target}", file=sys.stderr)
     return 0
 
 

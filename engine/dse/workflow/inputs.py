@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ def bind_inputs(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
     bound: dict[str, Any] = {}
     for name, spec in workflow.inputs.items():
         if name in given:
+            _check_pattern(name, spec.pattern, given[name])
             bound[name] = _coerce(name, spec.type, given[name])
         elif spec.default is not None:
             bound[name] = spec.default
@@ -31,6 +33,14 @@ def bind_inputs(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
         else:
             bound[name] = None
     return bound
+
+
+def _check_pattern(name: str, pattern: str | None, value: Any) -> None:
+    """A given value matches the input's `pattern` as a whole, before it can reach a command."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if pattern is not None and re.fullmatch(pattern, text) is None:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise InputError(f"input {name!r} must match {pattern}, got {shown!r}")
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,7 @@ class InputSpec:
     default: Any = None
     description: str | None = None
     required: bool = False
+    pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ def load_workflow(path: str | Path) -> Workflow:
     inputs = {
         name: InputSpec(name=name, **(spec or {})) for name, spec in (data.get("inputs") or {}).items()
     }
+    for name, spec in inputs.items():
+        if spec.pattern is not None:
+            try:
+                re.compile(spec.pattern)
+            except re.error as exc:
+                raise InputError(f"input {name}: pattern is not a regular expression: {exc}", location=source.locate(("inputs", name, "pattern"))) from None
     return Workflow(
         name=data["name"],
         path=str(path),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 from .. import templating
 from ..plan import PlannedStep
 from .base import Outcome, Services
+from .model_call import OutputNotJson, parse_json
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Command:
     cwd: str | None = None
     timeout: float | None = None
     retry: Mapping[str, Any] = field(default_factory=dict)
+    want_json: bool = False
+    schema: Mapping[str, Any] | None = None
 
     async def perform(self, services: Services) -> Outcome:
         """One attempt, bounded by the step's `timeout:`; a failure is `retryable` and the scheduler's `retry:` decides."""
@@ -36,11 +40,16 @@ class Command:
             return Outcome(error=f"timed out after {self.timeout:g}s", retryable=True, calls=1, attempts=1)
         except (_Failed, OSError) as exc:
             return Outcome(error=str(exc), retryable=True, calls=1, attempts=1)
-        return Outcome(output=output, calls=1, attempts=1)
+        if not self.want_json:
+            return Outcome(output=output, calls=1, attempts=1)
+        try:
+            return Outcome(output=parse_json(output, self.schema), calls=1, attempts=1)
+        except OutputNotJson as exc:
+            return Outcome(error=f"{self.argv[0]} printed {exc}", calls=1, attempts=1)
 
     async def _run(self, env: dict[str, str]) -> str:
         process = await asyncio.create_subprocess_exec(
-            *self.argv,
+            *_resolved(self.argv),
             cwd=self.cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -59,6 +68,11 @@ class Command:
         return stdout.decode(errors="replace").rstrip("\n")
 
 
+def _resolved(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """`dse` is the dse that runs the workflow (this interpreter), whatever PATH holds: `run: [dse, changes]` always works."""
+    return (sys.executable, "-m", "dse", *argv[1:]) if argv[:1] == ("dse",) else argv
+
+
 class _Failed(Exception):
     """The command exited non-zero; becomes the outcome's error."""
 
@@ -73,4 +87,6 @@ def command(planned: PlannedStep, context: Mapping[str, Any], deadline: float | 
         cwd=templating.render(step.cwd, context, where=step.where("cwd")) if step.cwd else None,
         timeout=step.timeout,
         retry=dict(step.retry),
+        want_json=step.output == "json",
+        schema=step.output_schema,
     )
