@@ -50,3 +50,34 @@ def git_repo(tmp_path: Path) -> Path:
     )
     git("commit", "-qam", "Add average")
     return repo
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def review_repo(tmp_path: Path) -> Path:
+    """A base commit and a two-commit branch; then four uncommitted changes (one binary, one new file) and one staged change."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "config", "user.email", "t@example.com")
+    _git(root, "config", "user.name", "T")
+    for name in ("app.py", "util.py", "notes.md", "staged.py", "logo.png", "package-lock.json"):
+        (root / name).write_bytes(b"\x89PNG\x00\x01" if name.endswith(".png") else f"# {name}\nvalue = 1\n".encode())
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "base")
+    _git(root, "checkout", "-q", "-b", "feature")
+    (root / "feature.py").write_text("def feature():\n    return 1\n")
+    _git(root, "add", "feature.py")
+    _git(root, "commit", "-q", "-m", "add feature")
+    (root / "util.py").write_text("# util.py\nvalue = 2\n")
+    _git(root, "commit", "-q", "-am", "change util")
+    (root / "app.py").write_text("# app.py\nvalue = 3\n")
+    (root / "notes.md").write_text("# notes\nmore\n")
+    (root / "logo.png").write_bytes(b"\x89PNG\x00\x02\x03")
+    (root / "new.py").write_text("print('new')\n")
+    (root / "staged.py").write_text("# staged.py\nvalue = 4\n")
+    _git(root, "add", "staged.py")
+    return root

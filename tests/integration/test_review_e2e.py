@@ -1,4 +1,11 @@
-"""The main job, end to end: `dse run workflows/review.yaml` on a real repository and real model."""
+"""The main job, end to end: `dse run review` in a user's repository, on the real embedded model.
+
+The repository (conftest `review_repo`) has uncommitted changes in four files, one of them
+binary, plus a new file, one staged change, and a two-commit branch. Each mode must review
+exactly its files, list what it skipped, and get every JSON answer through the backend's
+constraint: the number of model calls is one triage, one per file part and one summary, with
+no repair calls.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +13,58 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import CONFIG, ROOT, llama_server_pids, run_dse
+from helpers import llama_server_pids, run_dse
 
 pytestmark = pytest.mark.integration
-WORKFLOW = str(ROOT / "workflows" / "review.yaml")
 
 
-def test_review_prints_a_summary_from_the_real_model(git_repo: Path, tmp_path: Path) -> None:
-    before = llama_server_pids()
-    result = run_dse("run", WORKFLOW, "--config", str(CONFIG), "--input", f"target={git_repo}", cwd=tmp_path)
+def review(repo: Path, *inputs: str, json_out: bool = True):
+    """`dse run review` from inside the repository, which has no config: the packaged default serves."""
+    args = ["run", "review", "-i", "skip_trivial=false", *(a for i in inputs for a in ("-i", i))]
+    return run_dse(*args, *(["--json"] if json_out else []), cwd=repo, timeout=600)
+
+
+def calls(document: dict) -> int:
+    return sum(s["calls"] for s in document["steps"] if s["kind"] == "llm")
+
+
+@pytest.mark.parametrize(
+    "mode, rev, files, skipped",
+    [
+        ("worktree", "", ["app.py", "new.py", "notes.md", "staged.py"], ["logo.png"]),
+        ("staged", "", ["staged.py"], []),
+        ("range", "main...feature", ["feature.py", "util.py"], []),
+    ],
+)
+def test_each_mode_reviews_its_files_and_says_what_it_skipped(review_repo: Path, mode: str, rev: str, files: list[str], skipped: list[str]) -> None:
+    result = review(review_repo, f"mode={mode}", f"rev={rev}")
     assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    progress = result.stderr
-    for step in ("changes", "diff", "triage", "summary"):
-        assert f"] {step}" in progress
-    assert "local/smollm2 @ http://127.0.0.1:" in progress and "tokens " in progress
-    report = result.stdout.split("== report ==", 1)[1].strip()
-    assert len(report) > 20, result.stdout
-    assert llama_server_pids() <= before
-
-
-def test_review_json_is_one_document(git_repo: Path, tmp_path: Path) -> None:
-    result = run_dse("run", WORKFLOW, "--config", str(CONFIG), "--input", f"target={git_repo}", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert "using the packaged default" in result.stderr
     document = json.loads(result.stdout)
-    assert document["status"] == "done"
     steps = {s["id"]: s for s in document["steps"]}
-    assert "Add average" in steps["changes"]["output"]
-    assert "def average" in steps["diff"]["output"]
-    for step_id in ("triage", "summary"):
-        assert steps[step_id]["backend"] == "local" and steps[step_id]["completion_tokens"] > 0
-    assert document["outputs"]["report"].strip()
-    assert sum(document["calls_per_endpoint"]["local"].values()) == sum(
-        1 for s in steps.values() if s["kind"] == "llm" and s["status"] == "done"
-    )
+    reviewed = steps["files"]["output"]
+    assert len(reviewed) == len(steps["changes"]["output"]["files"])
+    assert all(r["severity"] in ("none", "minor", "major") and isinstance(r["findings"], list) for r in reviewed)
+    assert steps["triage"]["output"]["verdict"] in ("trivial", "substantive")
+    assert steps["summary"]["output"]["verdict"] in ("approve", "request changes")
+    report = document["outputs"]["report"]
+    for path in files:
+        assert f"### {path}" in report, report
+    changed = len(files) + len(skipped)
+    assert f"Reviewed {len(files)} of {changed} files ({len(skipped)} skipped" in report, report
+    for path in skipped:
+        assert f"{path}, binary file" in report
+    parts = len(steps["changes"]["output"]["files"])
+    assert calls(document) == 1 + parts + 1, "every JSON answer came through the constraint: no repair calls"
+    assert sum(document["calls_per_endpoint"]["local"].values()) == calls(document)
+
+
+def test_the_report_goes_to_a_file_and_the_servers_stop(review_repo: Path) -> None:
+    before = llama_server_pids()
+    result = review(review_repo, "mode=commit", "rev=HEAD", "output=review.md", json_out=False)
+    assert result.returncode == 0, result.stderr
+    written = (review_repo / "review.md").read_text()
+    assert written.startswith("# Review of commit ") and "### util.py" in written
+    assert "Reviewed 1 of 1 files (0 skipped)" in written
+    assert "[ok] files" in result.stderr and "1/1 items" in result.stderr
+    assert llama_server_pids() <= before

@@ -21,30 +21,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A base commit and a two-commit branch; then four uncommitted changes (one binary, one new file) and one staged change."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "T")
-    for name in ("app.py", "util.py", "notes.md", "staged.py", "logo.png", "package-lock.json"):
-        (root / name).write_bytes(b"\x89PNG\x00\x01" if name.endswith(".png") else f"# {name}\nvalue = 1\n".encode())
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "base")
-    git(root, "checkout", "-q", "-b", "feature")
-    (root / "feature.py").write_text("def feature():\n    return 1\n")
-    git(root, "add", "feature.py")
-    git(root, "commit", "-q", "-m", "add feature")
-    (root / "util.py").write_text("# util.py\nvalue = 2\n")
-    git(root, "commit", "-q", "-am", "change util")
-    (root / "app.py").write_text("# app.py\nvalue = 3\n")
-    (root / "notes.md").write_text("# notes\nmore\n")
-    (root / "logo.png").write_bytes(b"\x89PNG\x00\x02\x03")
-    (root / "new.py").write_text("print('new')\n")
-    (root / "staged.py").write_text("# staged.py\nvalue = 4\n")
-    git(root, "add", "staged.py")
-    return root
+def repo(review_repo: Path) -> Path:
+    return review_repo
 
 
 def reviewed(changes) -> list[str]:
