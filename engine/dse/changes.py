@@ -62,7 +62,7 @@ def collect(repo: Path, mode: str = "auto", rev: str = "", max_chars: int = 4000
     _check(repo, mode, rev, max_chars)
     git = _Git(repo)
     if mode == "auto":
-        mode = "worktree" if git.text("status", "--porcelain", "--untracked-files=all") else "commit"
+        mode = "worktree" if git.text("status", "--porcelain", "--untracked-files=all", "--", ".", ":(exclude).dse") else "commit"
     if mode == "worktree":
         base, label, message = _Diff(("diff",), ("HEAD",)), "uncommitted changes (working tree against HEAD)", ""
     elif mode == "staged":
@@ -77,7 +77,9 @@ def collect(repo: Path, mode: str = "auto", rev: str = "", max_chars: int = 4000
         message = git.text("log", "--format=- %s", "--end-of-options", rev.replace("...", ".."))
     entries = git.numstat(base)
     if mode == "worktree":
-        entries += [(path, "added", False) for path in git.text("ls-files", "--others", "--exclude-standard", "-z").split("\0") if path]
+        # New files count, except dse's own journals and logs when a run keeps them here.
+        untracked = git.text("ls-files", "--others", "--exclude-standard", "-z", "--", ".", ":(exclude).dse").split("\0")
+        entries += [(path, "added", False) for path in untracked if path]
     changes = Changes(mode, label, message.strip(), changed=len(entries))
     for path, status, binary in entries:
         reason = _skip_reason(path, binary)

@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     changes.add_argument("--json", action="store_true", help="print the changes as JSON")
     save = commands.add_parser(
         "save",
-        help="write text to a file (a workflow's last step saves its report this way)",
-        description="Write TEXT to PATH, creating its directory; PATH '' writes nothing.",
+        help="print text and write it to a file (a workflow's last step saves its report this way)",
+        description="Print TEXT, and write it to PATH, creating its directory; PATH '' writes no file.",
         epilog="example (a workflow step):\n  run: [dse, save, \"{{ inputs.output }}\", \"{{ steps.report.output }}\"]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -381,6 +381,7 @@ def _changes(args: argparse.Namespace) -> int:
 
 
 def _save(args: argparse.Namespace) -> int:
+    print(args.text, end="" if args.text.endswith("\n") else "\n")
     if args.path:
         target = Path(args.path)
         try:

@@ -50,11 +50,25 @@ def step_line(result: StepResult) -> str:
             parts.append(f"calls {result.calls}")
         if result.attempts > max(result.calls, 1):
             parts.append(f"attempts {result.attempts}")
+        cut = truncation(result)
+        if cut:
+            parts.append(cut)
     if result.reused:
         parts.append("(reused from the resumed run)")
     if result.error and result.status != "running":
         parts.append(f"- {printable(result.error)}")
     return "  ".join(parts)
+
+
+def truncation(result: StepResult) -> str | None:
+    """What was cut short in a step, if anything: its answer at the token limit, inputs by a `truncate` filter."""
+    notes = []
+    if result.truncated:
+        items = f" in {result.truncated_items} of {result.items_total} items" if result.items_total is not None else ""
+        notes.append(f"TRUNCATED at max_tokens{items}")
+    if result.truncated_inputs:
+        notes.append(f"input cut by truncate: {', '.join(result.truncated_inputs)}")
+    return "; ".join(notes) or None
 
 
 def _waiting(plan: Plan, step_id: str) -> StepResult:
@@ -122,6 +136,7 @@ class Progress:
 def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
     lines += calls_lines(calls)
+    lines += [f"step {step.id}: {cut}" for step in result.steps.values() if (cut := truncation(step))]
     for name, value in result.outputs.items():
         lines.append(f"\n== {name} ==\n{printable(str(value))}")
     return "\n".join(lines)

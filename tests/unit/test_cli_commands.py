@@ -22,7 +22,7 @@ llm:
 tools:
   triage: {llm: {model_key: triage}, prompt: "t {{ changes }}"}
   reviewer: {llm: {model_key: generator}, prompt: "r {{ diff }}"}
-  summarizer: {llm: {model_key: evaluator}, prompt: "s {{ review }}"}
+  summarizer: {llm: {model_key: evaluator}, prompt: "s {{ findings }}"}
   pinned: {backend: openai, prompt: "p"}
 """
 
@@ -79,7 +79,7 @@ def test_plan_explains_every_step(capsys) -> None:
     code, out, _ = cli(capsys, "plan", REVIEW, "--config", str(CONFIG), "--why")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "workflow review: Review the latest commit of a git repository with the configured models."
+    assert lines[0] == "workflow review: Review the changes of a git repository, one model call per changed file, then a Markdown report."
     assert "  input target (string, default '.') - path of the git repository to review" in lines
     start = next(i for i, line in enumerate(lines) if line.startswith("step "))
     header, *rows = lines[start:]
@@ -191,9 +191,9 @@ def test_runs_and_show_read_the_journal(capsys, write, monkeypatch, tmp_path: Pa
 
 def test_graph_prints_mermaid_and_dot(capsys) -> None:
     code, out, _ = cli(capsys, "graph", REVIEW)
-    assert code == 0 and out.startswith("flowchart LR") and "triage --> review" in out
+    assert code == 0 and out.startswith("flowchart LR") and "triage --> files" in out
     code, out, _ = cli(capsys, "graph", REVIEW, "--format", "dot")
-    assert code == 0 and out.startswith('digraph "review"') and '"triage" -> "review";' in out
+    assert code == 0 and out.startswith('digraph "review"') and '"triage" -> "files";' in out
 
 
 def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_when_piped(write) -> None:

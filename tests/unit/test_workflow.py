@@ -53,7 +53,7 @@ class RecordingModel:
         self.peak = 0
         self.arrived = 0
 
-    async def chat(self, target: Target, messages: list[Message], retry=None) -> ChatResponse:
+    async def chat(self, target: Target, messages: list[Message], retry=None, json_output=None) -> ChatResponse:
         started = time.monotonic()
         prompt = messages[-1].content
         self.in_flight += 1

@@ -10,6 +10,7 @@ retries are off: the router owns retries.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,8 @@ from ..config.model import BackendConfig
 from ..errors import BadRequest
 from ._errors import ErrorContext
 from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, probe_sdk, server_root
-from .registry import CHAT_AND_STREAM, BackendType
-from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
+from .registry import CHAT_AND_STREAM, JSON_SCHEMA, BackendType, backend_type
+from .types import LENGTH, ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 # The API refuses a request without `max_tokens`; this is the cap when a step sets none.
 DEFAULT_MAX_TOKENS = 1024
+# Stop reasons that mean the answer was cut short, reported as every adapter reports it.
+_CUT_SHORT = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 
 class AnthropicBackend:
@@ -36,6 +39,7 @@ class AnthropicBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.name = config.name
+        self.kind: BackendType = backend_type(config.type)
         self._clients: dict[str, AsyncAnthropic] = {}
 
     def connect(self, endpoint: str) -> None:
@@ -60,8 +64,18 @@ class AnthropicBackend:
         hint = f"check the model id {model!r}" if model else f"check the URL {endpoint}"
         return ErrorContext.of(self.config, endpoint, hint)
 
-    @staticmethod
-    def _message_args(request: ChatRequest) -> dict[str, Any]:
+    def _answer_tool(self, request: ChatRequest) -> str | None:
+        """The name of the tool whose input is the answer, when a JSON Schema constrains it.
+
+        Forcing one tool is how Anthropic holds a model to a schema. A tool's input is always an
+        object, so a schema of anything else is left to the step's check and repair.
+        """
+        wanted = request.json_output
+        if wanted is None or wanted.schema is None or JSON_SCHEMA not in self.kind.structured_output:
+            return None
+        return wanted.name if wanted.schema.get("type") == "object" else None
+
+    def _message_args(self, request: ChatRequest) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
@@ -74,6 +88,11 @@ class AnthropicBackend:
             args["stop_sequences"] = list(request.stop)
         if request.timeout is not None:
             args["timeout"] = request.timeout
+        tool = self._answer_tool(request)
+        if tool is not None:
+            schema = dict((request.json_output and request.json_output.schema) or {})
+            args["tools"] = [{"name": tool, "description": "Give your answer as this tool's input.", "input_schema": schema}]
+            args["tool_choice"] = {"type": "tool", "name": tool}
         return args
 
     async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
@@ -85,14 +104,16 @@ class AnthropicBackend:
             message = await self._client(endpoint).messages.create(**self._message_args(request))
         except anthropic.APIError as exc:
             raise context.from_sdk(exc, anthropic) from None
+        tool = self._answer_tool(request)
+        answers = [json.dumps(block.input) for block in message.content if block.type == "tool_use" and block.name == tool]
         return ChatResponse(
-            text="".join(block.text for block in message.content if block.type == "text"),
+            text=answers[0] if answers else "".join(block.text for block in message.content if block.type == "text"),
             model=message.model or request.model,
             backend=self.name,
             endpoint=endpoint,
             usage=Usage(_prompt_tokens(message.usage), message.usage.output_tokens),
             latency=time.perf_counter() - started,
-            finish_reason=message.stop_reason,
+            finish_reason=_finish(message.stop_reason),
         )
 
     async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
@@ -110,6 +131,7 @@ class AnthropicBackend:
         prompt_tokens = completion_tokens = 0
         finish: str | None = None
         complete = False
+        tool = self._answer_tool(request)
         try:
             events = await self._client(endpoint).messages.create(**self._message_args(request), stream=True)
             async with events:
@@ -120,6 +142,10 @@ class AnthropicBackend:
                         completion_tokens = event.message.usage.output_tokens
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta" and event.delta.text:
                         yield StreamChunk(event.delta.text, elapsed=time.perf_counter() - started)
+                    elif event.type == "content_block_delta" and event.delta.type == "input_json_delta" and tool:
+                        # The answer tool's input, as the JSON text it is: the answer of a constrained call.
+                        if event.delta.partial_json:
+                            yield StreamChunk(event.delta.partial_json, elapsed=time.perf_counter() - started)
                     elif event.type == "message_delta":
                         finish = event.delta.stop_reason or finish
                         completion_tokens = event.usage.output_tokens
@@ -134,7 +160,7 @@ class AnthropicBackend:
         if not complete:
             raise context.cut_off(received)
         usage = Usage(prompt_tokens, completion_tokens)
-        yield StreamChunk("", finish_reason=finish, usage=usage, elapsed=time.perf_counter() - started)
+        yield StreamChunk("", finish_reason=_finish(finish), usage=usage, elapsed=time.perf_counter() - started)
 
     async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
         raise BadRequest(
@@ -179,6 +205,11 @@ class AnthropicBackend:
         self._clients.clear()
 
 
+def _finish(stop_reason: str | None) -> str | None:
+    """Anthropic's stop reason, with a cut-short answer called what every adapter calls it."""
+    return LENGTH if stop_reason in _CUT_SHORT else stop_reason
+
+
 def _prompt_tokens(usage: MessageUsage | MessageDeltaUsage) -> int:
     """`input_tokens` leaves out the cached part of the prompt; the engine counts the whole prompt."""
     return (usage.input_tokens or 0) + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
@@ -195,6 +226,7 @@ TYPES = (
         auth_header="x-api-key",
         auth_scheme="",
         capabilities=CHAT_AND_STREAM,
+        structured_output=frozenset({JSON_SCHEMA}),
         sdk="anthropic",
         directive_words=(r"anthropic(?:'s)?[ \t]+claude", r"anthropic", r"claude"),
         model_pattern=r"claude|(?:opus|haiku|sonnet)$",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .openai_compat import OpenAICompatBackend
-from .registry import BackendType
+from .registry import STRUCTURED, BackendType
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -45,5 +45,6 @@ TYPES = (
         sdk="openai",
         directive_words=(r"azure[ \t]+open[ \t]?ai", r"azure"),
         default_models={None: "gpt-4"},
+        structured_output=STRUCTURED,
     ),
 )

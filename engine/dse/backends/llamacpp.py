@@ -13,7 +13,7 @@ import httpx
 from ._errors import ErrorContext
 from ._http import fetch, gather_report, health_from_status, probe, response_body, server_root
 from .openai_compat import OpenAICompatBackend
-from .registry import BackendType
+from .registry import STRUCTURED, BackendType
 from .types import Health, ServerReport
 
 
@@ -77,5 +77,6 @@ TYPES = (
         start_hint="start `llama-server -m MODEL.gguf`, or give the backend a `managed:` block",
         directive_words=(r"llama[ \t.-]?cpp",),
         default_models={None: "smollm2"},
+        structured_output=STRUCTURED,
     ),
 )

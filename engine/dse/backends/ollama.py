@@ -18,7 +18,7 @@ import httpx
 from ..config.model import BackendConfig
 from ._errors import ErrorContext
 from ._http import DEFAULT_TIMEOUT, fetch, gather_report, not_ready, probe, response_body, server_root
-from .registry import BackendType, backend_type
+from .registry import JSON_OBJECT, JSON_SCHEMA, STRUCTURED, BackendType, backend_type
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -81,8 +81,7 @@ class OllamaBackend:
         except ValueError:
             raise context.malformed(f"{path} answered with something that is not JSON") from None
 
-    @staticmethod
-    def _chat_payload(request: ChatRequest, stream: bool) -> dict[str, Any]:
+    def _chat_payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if request.temperature is not None:
             options["temperature"] = request.temperature
@@ -97,6 +96,11 @@ class OllamaBackend:
         }
         if options:
             payload["options"] = options
+        wanted, able = request.json_output, self.kind.structured_output
+        if wanted is not None and wanted.schema is not None and JSON_SCHEMA in able:
+            payload["format"] = dict(wanted.schema)  # Ollama 0.5+ turns it into a grammar
+        elif wanted is not None and wanted.schema is None and JSON_OBJECT in able:
+            payload["format"] = "json"
         return payload
 
     async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
@@ -280,5 +284,6 @@ TYPES = (
         pull_hint="ollama pull {model}",
         directive_words=(r"ollama",),
         default_models={None: "llama3", "triage": "tinyllama", "generator": "qwen2.5-coder:14b"},
+        structured_output=STRUCTURED,
     ),
 )

@@ -10,7 +10,7 @@ pay for it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -19,7 +19,7 @@ import httpx
 from ..config.model import BackendConfig
 from ._errors import ErrorContext
 from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, fetch, gather_report, not_ready, probe_sdk
-from .registry import BackendType, backend_type
+from .registry import JSON_OBJECT, JSON_SCHEMA, STRUCTURED, BackendType, backend_type
 from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, ServerReport, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -95,7 +95,30 @@ class OpenAICompatBackend:
             args["stop"] = list(request.stop)
         if request.timeout is not None:
             args["timeout"] = request.timeout
+        response_format = self._response_format(request)
+        if response_format is not None:
+            args["response_format"] = response_format
         return args
+
+    def _response_format(self, request: ChatRequest) -> dict[str, Any] | None:
+        """`response_format` for a JSON constraint, where this type's servers take one.
+
+        llama.cpp and vLLM compile the schema into a grammar whatever `strict` says; OpenAI holds
+        to it only in strict mode, which refuses (400) a schema that is not closed, so `strict`
+        is sent only for schemas it takes. OpenAI also refuses `json_object` unless a message
+        says "JSON": without that word the answer is left to the step's check and repair.
+        """
+        wanted, able = request.json_output, self.kind.structured_output
+        if wanted is None:
+            return None
+        if wanted.schema is not None:
+            if JSON_SCHEMA not in able:
+                return None
+            schema = {"name": wanted.name, "schema": dict(wanted.schema), "strict": strict_schema(wanted.schema)}
+            return {"type": "json_schema", "json_schema": schema}
+        if JSON_OBJECT in able and any("json" in m.content.lower() for m in request.messages):
+            return {"type": "json_object"}
+        return None
 
     async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
         """One non-streamed completion; vendor errors come back as `BackendError` subclasses."""
@@ -235,6 +258,30 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     return Usage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
 
 
+def strict_schema(schema: Mapping[str, Any]) -> bool:
+    """Whether OpenAI's strict mode takes `schema`: an object at the top, and every object in it
+    closed (`additionalProperties: false`) with each of its properties required."""
+    return schema.get("type") == "object" and _closed(schema)
+
+
+def _closed(schema: object) -> bool:
+    if not isinstance(schema, Mapping):
+        return True
+    properties = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(properties, Mapping):
+        named = set(properties) if isinstance(properties, Mapping) else set()
+        if schema.get("additionalProperties") is not False or set(schema.get("required") or ()) != named:
+            return False
+    nested: list[object] = [schema.get("items")]
+    for key in ("properties", "$defs", "definitions"):
+        group = schema.get(key)
+        nested += list(group.values()) if isinstance(group, Mapping) else []
+    for key in ("anyOf", "prefixItems"):
+        group = schema.get(key)
+        nested += list(group) if isinstance(group, list) else []
+    return all(_closed(part) for part in nested)
+
+
 TYPES = (
     BackendType(
         "openai",
@@ -248,6 +295,7 @@ TYPES = (
         model_pattern=r"gpt-|o1|o3",
         vendor=True,
         default_models={None: "gpt-4o", "triage": "gpt-4o-mini"},
+        structured_output=STRUCTURED,
     ),
     BackendType(
         "openrouter",
@@ -270,6 +318,7 @@ TYPES = (
         sdk="openai",
         start_hint="start the local server in LM Studio (Developer tab)",
         directive_words=(r"lm[ \t-]?studio",),
+        structured_output=frozenset({JSON_SCHEMA}),  # LM Studio refuses `json_object`
     ),
     BackendType(
         "tabbyapi",

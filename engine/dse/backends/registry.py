@@ -29,6 +29,12 @@ EMBEDDINGS = "embeddings"
 CHAT_AND_STREAM = frozenset({CHAT, STREAM})
 ALL_CAPABILITIES = frozenset({CHAT, STREAM, EMBEDDINGS})
 
+# What a type's servers can hold an answer to (`types.JsonOutput`): a given JSON Schema, or
+# any JSON object. A type that declares neither gets no constraint on the wire.
+JSON_SCHEMA = "json_schema"
+JSON_OBJECT = "json_object"
+STRUCTURED = frozenset({JSON_SCHEMA, JSON_OBJECT})
+
 # Slots assumed per endpoint when neither the config nor the server says: a local server
 # answers a few calls at once (llama-server and Ollama both default to 4); a cloud API scales
 # on its side and says 429 when it does not.
@@ -43,7 +49,9 @@ class BackendType:
     `directive_words` are regular expressions for the words a user writes in a step ("use
     claude for this"); `model_pattern` matches bare model names only this vendor makes, so
     `model: claude-3-haiku` finds the Anthropic block without a prefix. `default_models` answers
-    a role (None: any role) when a block lists no `models:`.
+    a role (None: any role) when a block lists no `models:`. `structured_output` says which JSON
+    constraints (`JSON_SCHEMA`, `JSON_OBJECT`) the adapter may send; an answer is checked (and
+    repaired once) whatever the server did.
     """
 
     name: str
@@ -64,6 +72,7 @@ class BackendType:
     model_pattern: str | None = None
     vendor: bool = False
     default_models: Mapping[str | None, str] = field(default_factory=dict)
+    structured_output: frozenset[str] = frozenset()
 
     @property
     def slots(self) -> int:

@@ -6,8 +6,14 @@ journaling and printing are written once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+#: The finish reason every adapter reports for an answer that stopped at its token limit
+#: (OpenAI's and llama.cpp's `length`, Ollama's `done_reason: length`, Anthropic's `max_tokens`).
+LENGTH = "length"
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,26 @@ class ChatRequest:
     max_tokens: int | None = None
     timeout: float | None = None
     stop: tuple[str, ...] = ()
+    json_output: JsonOutput | None = None
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """Constrain the answer to JSON: to `schema` where given, else to any JSON object.
+
+    Each adapter maps it onto what its protocol has (OpenAI's `response_format`, Ollama's
+    `format`, a forced Anthropic tool) where its backend type declares it can; elsewhere it is
+    not sent, and the step's check and repair of the answer are all there is. `name` names the
+    schema on the wire, so it is kept to `[A-Za-z0-9_-]{1,64}`.
+    """
+
+    schema: Mapping[str, Any] | None = None
+    name: str = "answer"
+
+    @classmethod
+    def named(cls, name: str, schema: Mapping[str, Any] | None = None) -> JsonOutput:
+        """One named after `name` (a step id), in the characters every protocol accepts for it."""
+        return cls(schema, re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "answer")
 
 
 @dataclass(frozen=True)

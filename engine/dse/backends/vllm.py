@@ -14,7 +14,7 @@ import httpx
 
 from ._http import fetch, gather_report, server_root
 from .openai_compat import OpenAICompatBackend
-from .registry import BackendType
+from .registry import STRUCTURED, BackendType
 from .types import ServerReport
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{.*\})?\s+(?P<value>\S+)", re.MULTILINE)
@@ -70,5 +70,6 @@ TYPES = (
         default_capacity=_MAX_NUM_SEQS,
         start_hint="start `vllm serve MODEL`",
         directive_words=(r"vllm",),
+        structured_output=STRUCTURED,
     ),
 )

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from typing import Protocol, TypeVar
 
 from ..backends import Attempt, Backend, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
+from ..backends.types import JsonOutput
 from ..balance import EndpointPool, EndpointState, Lease, pool_for
 from ..config.model import BackendConfig, Config, RetrySettings
 from ..errors import (
@@ -53,6 +54,10 @@ class EndpointGate(Protocol):
 _RETRYABLE = (BackendUnavailable, RateLimited, BackendTimeout)
 _FALL_BACK_ON = (*_RETRYABLE, AuthError)
 _BREAKS = (BackendUnavailable, BackendTimeout)
+
+
+def _constrained(request: ChatRequest, json_output: JsonOutput | None) -> ChatRequest:
+    return request if json_output is None else replace(request, json_output=json_output)
 
 
 class Router:
@@ -125,13 +130,21 @@ class Router:
                 adapter.connect(url)
 
     async def chat(
-        self, target: Target, messages: Sequence[Message], *, retry: Mapping[str, float] | None = None
+        self,
+        target: Target,
+        messages: Sequence[Message],
+        *,
+        retry: Mapping[str, float] | None = None,
+        json_output: JsonOutput | None = None,
     ) -> ChatResponse:
-        """One completion, with retries and fallbacks; the response lists every attempt."""
+        """One completion, with retries and fallbacks; the response lists every attempt.
+
+        `json_output` asks for JSON (of a schema); each backend's adapter sends it where its type can.
+        """
 
         async def call(backend: Backend, request: ChatRequest, lease: Lease) -> ChatResponse:
             try:
-                response = await backend.chat(request, lease.url)
+                response = await backend.chat(_constrained(request, json_output), lease.url)
             except BaseException:
                 lease.end(ok=False)
                 raise
@@ -142,12 +155,17 @@ class Router:
         return replace(response, backend=used.backend, attempts=tuple(attempts))
 
     async def stream(
-        self, target: Target, messages: Sequence[Message], *, retry: Mapping[str, float] | None = None
+        self,
+        target: Target,
+        messages: Sequence[Message],
+        *,
+        retry: Mapping[str, float] | None = None,
+        json_output: JsonOutput | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """Chunks as they arrive. Failover happens only before the first chunk, so text is never repeated."""
 
         async def open_stream(backend: Backend, request: ChatRequest, lease: Lease) -> tuple[StreamChunk, AsyncIterator[StreamChunk], Lease]:
-            chunks = aiter(backend.stream(request, lease.url))
+            chunks = aiter(backend.stream(_constrained(request, json_output), lease.url))
             try:
                 first = await anext(chunks)
             except StopAsyncIteration:

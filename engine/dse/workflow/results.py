@@ -15,7 +15,11 @@ DEPENDENCY_FAILED = "dependency failed"
 
 @dataclass(frozen=True)
 class StepResult:
-    """What happened to one step: the journal, `dse show` and the progress view read these."""
+    """What happened to one step: the journal, `dse show` and the progress view read these.
+
+    `truncated` marks an answer that stopped at its token limit (for a fan-out: `truncated_items`
+    of its items did); `truncated_inputs` names inputs a `truncate` filter cut on the way in.
+    """
 
     id: str
     kind: str
@@ -38,6 +42,10 @@ class StepResult:
     started_at: float | None = None
     finished_at: float | None = None
     reused: bool = False
+    finish_reason: str | None = None
+    truncated: bool = False
+    truncated_items: int = 0
+    truncated_inputs: list[str] = field(default_factory=list)
 
     def context(self) -> dict[str, Any]:
         """How later templates see this step: `steps.<id>.output`, `.status`, `.error`."""

@@ -366,12 +366,20 @@ def _with(result: StepResult, outcome: Outcome) -> StepResult:
         attempts=outcome.attempts,
         tries=list(outcome.tries),
         first_token=outcome.first_token,
+        finish_reason=outcome.finish_reason,
+        truncated=outcome.truncated,
+        truncated_items=outcome.truncated_items,
+        truncated_inputs=list(outcome.truncated_inputs),
     )
 
 
 def _total(outcomes: list[Outcome]) -> Outcome:
-    """A fan-out's items added up: tokens, calls and attempts summed; where, from the last item that said."""
+    """A fan-out's items added up: tokens, calls and attempts summed; where, from the last item that said.
+
+    Truncated when any item's answer was, with how many; its inputs cut where any item's were.
+    """
     last = next((o for o in reversed(outcomes) if o.endpoint or o.backend), Outcome())
+    cut = [o for o in outcomes if o.truncated]
     return Outcome(
         backend=last.backend,
         model=last.model,
@@ -382,6 +390,10 @@ def _total(outcomes: list[Outcome]) -> Outcome:
         attempts=sum(o.attempts for o in outcomes),
         tries=tuple(t for o in outcomes for t in o.tries),
         first_token=next((o.first_token for o in outcomes if o.first_token is not None), None),
+        finish_reason=cut[0].finish_reason if cut else last.finish_reason,
+        truncated=bool(cut),
+        truncated_items=len(cut),
+        truncated_inputs=tuple(dict.fromkeys(name for o in outcomes for name in o.truncated_inputs)),
     )
 
 

@@ -42,6 +42,10 @@ from .template_limits import (
 T = TypeVar("T")
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("dse_template_budget", default=None)
+_CUTS: ContextVar[list[int] | None] = ContextVar("dse_template_cuts", default=None)
+
+#: Filters that may shorten a value; when one does, the render in progress is told (`noting_cuts`).
+_CUTTING = frozenset({"truncate"})
 
 #: Names of the two filters the tree rewriting inserts; a template cannot spell them.
 _LOOP, _PIECE = "dse:loop", "dse:piece"
@@ -76,6 +80,18 @@ def bounded(budget: Budget) -> Iterator[Budget]:
         yield budget
     finally:
         _CURRENT.reset(token)
+
+
+@contextmanager
+def noting_cuts() -> Iterator[list[int]]:
+    """Collect, for renders in this block (in this thread or task), the length of each value a
+    `truncate` filter actually shortened: a step's record says which of its inputs lost text."""
+    cuts: list[int] = []
+    token = _CUTS.set(cuts)
+    try:
+        yield cuts
+    finally:
+        _CUTS.reset(token)
 
 
 class BoundedEnvironment(SandboxedEnvironment):
@@ -191,7 +207,12 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if name == "join" and isinstance(value, Iterator):
             value = budget.charge(list(value), "the joined items")
         budget.tick(1 + check_filter(name, value, args, kwargs, budget.limits) // CHARS_PER_UNIT)
-        return budget.charge(func(*_leading(passes, context), value, *args, **kwargs), f"the result of |{name}")
+        result = func(*_leading(passes, context), value, *args, **kwargs)
+        if name in _CUTTING and result != value:
+            cuts = _CUTS.get()
+            if cuts is not None:
+                cuts.append(len(value))
+        return budget.charge(result, f"the result of |{name}")
 
     return bounded_filter
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...backends import ChatResponse, Message
-from ...backends.types import StreamChunk
+from ...backends.types import JsonOutput, StreamChunk
 from ...routing import Target
 
 if TYPE_CHECKING:
@@ -24,14 +24,27 @@ ChunkSink = Callable[[str, str], None]
 
 
 class ChatCaller(Protocol):
-    """What a model step needs from the router: a call, or a stream, with a retry override."""
+    """What a model step needs from the router: a call, or a stream, with a retry override.
+
+    `json_output` is passed only by steps that want JSON, so a caller for plain text may leave it out.
+    """
 
     async def chat(
-        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None
+        self,
+        target: Target,
+        messages: list[Message],
+        *,
+        retry: Mapping[str, Any] | None = None,
+        json_output: JsonOutput | None = None,
     ) -> ChatResponse: ...
 
     def stream(
-        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None
+        self,
+        target: Target,
+        messages: list[Message],
+        *,
+        retry: Mapping[str, Any] | None = None,
+        json_output: JsonOutput | None = None,
     ) -> AsyncIterator[StreamChunk]: ...
 
 
@@ -50,7 +63,12 @@ class Services:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one performance of a request did. `retryable` marks a failure that the step's `retry:` may try again."""
+    """What one performance of a request did. `retryable` marks a failure that the step's `retry:` may try again.
+
+    `truncated` says the answer stopped at its token limit (`finish_reason` "length"); for a
+    fan-out, that some item's did, and `truncated_items` how many. `truncated_inputs` names
+    the step inputs (`with.diff`, `prompt`) a template's `truncate` filter cut while rendering.
+    """
 
     output: Any = None
     error: str | None = None
@@ -65,6 +83,10 @@ class Outcome:
     attempts: int = 0
     tries: tuple[dict[str, Any], ...] = ()
     first_token: float | None = None
+    finish_reason: str | None = None
+    truncated: bool = False
+    truncated_items: int = 0
+    truncated_inputs: tuple[str, ...] = ()
 
 
 class StepRequest(Protocol):

@@ -11,10 +11,12 @@ from typing import Any, ClassVar
 
 from ... import user_schema
 from ...backends import Message
+from ...backends.types import LENGTH, JsonOutput
 from ...errors import DseError, InputError, Location
 from ...routing import Target
 from .. import templating
 from ..plan import PlannedStep
+from ..template_env import noting_cuts
 from .base import ChatCaller, ChunkSink, Outcome, Services
 
 
@@ -32,10 +34,13 @@ class ModelCall:
     stream: bool = False
     want_json: bool = False
     schema: Mapping[str, Any] | None = None
+    truncated_inputs: tuple[str, ...] = ()
 
     async def perform(self, services: Services) -> Outcome:
         """The call; if JSON was asked for and the answer is not, one more call that shows the model its mistake.
 
+        JSON is also asked of the server, as a constraint (a schema, or any JSON) where its
+        backend type can hold an answer to one; the check and the one repair stay for the rest.
         Retries belong to the router (one retry layer), so a failure here is final: not `retryable`.
         """
         caller = services.caller
@@ -77,18 +82,24 @@ class _Tally:
     attempts: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
     first_token: float | None = None
+    finish_reason: str | None = None
+    truncated: bool = False
 
     def outcome(self, *, output: Any = None, error: str | None = None) -> Outcome:
         values = {k: v for k, v in vars(self).items() if k not in ("caller", "on_chunk", "call", "tries")}
-        return Outcome(output=output, error=error, tries=tuple(self.tries), **values)
+        return Outcome(output=output, error=error, tries=tuple(self.tries), truncated_inputs=self.call.truncated_inputs, **values)
 
     async def complete(self, messages: list[Message], *, stream: bool) -> str:
+        """One call; the finish reason of the last call is the step's, since its answer is the output."""
         caller, call = self.caller, self.call
         retry = dict(call.retry) or None
         self.backend, self.model = call.target.backend, call.target.model
+        # Passed only when JSON is wanted: a caller of plain text need not know the keyword.
+        constraint = {"json_output": JsonOutput.named(call.step_id, call.schema)} if call.want_json else {}
+        self.finish_reason, self.truncated = None, False
         if stream:
             parts: list[str] = []
-            async for chunk in caller.stream(call.target, messages, retry=retry):
+            async for chunk in caller.stream(call.target, messages, retry=retry, **constraint):
                 parts.append(chunk.text)
                 if chunk.text:
                     self.first_token = chunk.elapsed if self.first_token is None else self.first_token
@@ -100,10 +111,13 @@ class _Tally:
                     self.backend, self.endpoint = chunk.backend or self.backend, chunk.endpoint
                     self.attempts += len(chunk.attempts) - 1
                     self.tries += [asdict(t) for t in chunk.attempts if t.error]
+                    self.finish_reason = chunk.finish_reason
             self.calls += 1
             self.attempts += 1
+            self.truncated = self.finish_reason == LENGTH
             return "".join(parts).strip()
-        response = await caller.chat(call.target, messages, retry=retry)
+        response = await caller.chat(call.target, messages, retry=retry, **constraint)
+        self.finish_reason, self.truncated = response.finish_reason, response.finish_reason == LENGTH
         self.endpoint, self.model, self.backend = response.endpoint, response.model, response.backend
         self.calls += 1
         self.attempts += len(response.attempts) or 1
@@ -117,7 +131,7 @@ def model_call(planned: PlannedStep, context: Mapping[str, Any], deadline: float
     """The request for one model call; the call gets what rendering left of the step's `timeout:`."""
     step, resolution = planned.step, planned.resolution
     assert resolution is not None
-    messages = tuple(_messages(planned, context))
+    rendered, cut = _messages(planned, context)
     target = resolution.target
     if deadline is not None:
         target = replace(target, timeout=max(deadline - time.monotonic(), 0.001))
@@ -126,26 +140,37 @@ def model_call(planned: PlannedStep, context: Mapping[str, Any], deadline: float
     return ModelCall(
         step_id=step.id,
         target=target,
-        messages=messages,
+        messages=tuple(rendered),
         retry=dict(step.retry),
         stream=step.stream,
         want_json=step.output == "json" or schema is not None,
         schema=schema,
+        truncated_inputs=tuple(cut),
     )
 
 
-def _messages(planned: PlannedStep, context: Mapping[str, Any]) -> list[Message]:
+def _messages(planned: PlannedStep, context: Mapping[str, Any]) -> tuple[list[Message], list[str]]:
+    """The messages, and which inputs (`with.KEY`, `system`, `prompt`) a `truncate` filter cut while rendering them."""
     step, tool = planned.step, planned.tool
-    given = templating.render_value(dict(step.with_), context, where=step.where("with"))
+    cut: list[str] = []
+    given: dict[str, Any] = {}
+    for key, value in step.with_.items():
+        with noting_cuts() as cuts:
+            given[key] = templating.render_value(value, context, where=step.where("with"))
+        cut += [f"with.{key}"] if cuts else []
     if tool is not None and tool.input_schema is not None:
         _check_input(given, tool.input_schema, tool.name, step.where("with"))
     local = {**context, **given}
     messages = []
     system = step.system if step.system is not None else (tool.system if tool else None)
     if system:
-        messages.append(Message("system", templating.render(system, local, where=_template_where(planned, "system"))))
-    prompt = templating.render(planned.prompt_template or "", local, where=_template_where(planned, "prompt"))
-    return [*messages, Message("user", prompt)]
+        with noting_cuts() as cuts:
+            messages.append(Message("system", templating.render(system, local, where=_template_where(planned, "system"))))
+        cut += ["system"] if cuts else []
+    with noting_cuts() as cuts:
+        prompt = templating.render(planned.prompt_template or "", local, where=_template_where(planned, "prompt"))
+    cut += ["prompt"] if cuts else []
+    return [*messages, Message("user", prompt)], cut
 
 
 def _template_where(planned: PlannedStep, key: str) -> Location:
