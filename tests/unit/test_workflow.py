@@ -336,3 +336,14 @@ def test_a_fan_out_over_a_commands_output_never_renders_that_output(write) -> No
     result = run(plan, model)
     assert result.steps["each"].status == "done", result.steps["each"].error
     assert sorted(m[-1].content for _, m, _, _ in model.calls) == ["say {{ 7*7 }}", "say {{ inputs }}"]
+
+
+def test_a_json_document_holding_a_markdown_fence_is_read_whole() -> None:
+    """A command's JSON whose strings carry ``` (a README diff) is the document, not an answer wrapped in a fence."""
+    import json as jsonlib
+
+    from dse.workflow.steps.model_call import parse_json
+
+    document = {"files": [{"diff": "+```yaml\n+a: 1\n+```\n"}]}
+    assert parse_json(jsonlib.dumps(document), None) == document
+    assert parse_json('Here it is:\n```json\n{"verdict": "trivial"}\n```', None) == {"verdict": "trivial"}

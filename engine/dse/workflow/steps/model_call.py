@@ -190,13 +190,30 @@ def _check_input(given: Mapping[str, Any], schema: Mapping[str, Any], tool: str,
 
 
 def parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:
-    """The JSON in a model's answer: fences and chatter around it are tolerated, a wrong shape is not."""
+    """The JSON in a model's answer (or a command's output): fences and chatter around it are tolerated, a wrong shape is not.
+
+    The whole text is tried first: a JSON document whose strings hold a Markdown fence (a diff
+    of a README) is not an answer wrapped in one.
+    """
     candidate = text.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", candidate, re.S)
-    if fenced:
-        candidate = fenced.group(1).strip()
     try:
         value = json.loads(candidate)
+    except json.JSONDecodeError:
+        fenced = re.search(r"```(?:json)?\s*(.*?)```", candidate, re.S)
+        candidate = fenced.group(1).strip() if fenced else candidate
+        value = _embedded_json(candidate)
+    if schema:
+        errors = sorted(user_schema.validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
+        if errors:
+            where = "/".join(map(str, errors[0].path)) or "top level"
+            raise OutputNotJson(f"does not match output_schema at {where}: {errors[0].message}")
+    return value
+
+
+def _embedded_json(candidate: str) -> Any:
+    """The JSON value in `candidate`: all of it, else the first value from its first `{` or `[`."""
+    try:
+        return json.loads(candidate)
     except json.JSONDecodeError:
         starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
         try:
@@ -205,9 +222,4 @@ def parse_json(text: str, schema: Mapping[str, Any] | None) -> Any:
             raise OutputNotJson(f"invalid JSON: {exc.msg}") from None
         if not starts:
             raise OutputNotJson("no JSON value in the answer") from None
-    if schema:
-        errors = sorted(user_schema.validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))
-        if errors:
-            where = "/".join(map(str, errors[0].path)) or "top level"
-            raise OutputNotJson(f"does not match output_schema at {where}: {errors[0].message}")
-    return value
+        return value
