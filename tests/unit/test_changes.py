@@ -92,7 +92,7 @@ def test_no_input_becomes_a_git_option(repo: Path, mode: str, rev: str) -> None:
 
 
 def test_the_review_workflow_refuses_an_option_as_input_before_anything_runs(repo: Path, tmp_path: Path) -> None:
-    for given in ("rev=--output=leak.txt", "target=--upload-pack=touch x", "mode=everything", "output=--force"):
+    for given in ("rev=--output=leak.txt", "target=--upload-pack=touch x", "mode=everything", "output=--force", "output=../outside.md", "output=/tmp/x.md", "output=a/../../x.md"):
         result = subprocess.run(
             [sys.executable, "-m", "dse", "run", "review", "-i", given, "--json"], cwd=repo, capture_output=True, text=True, timeout=60
         )
