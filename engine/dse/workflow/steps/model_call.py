@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from ... import user_schema
 from ...backends import Message
-from ...backends.types import LENGTH, JsonOutput
+from ...backends.types import LENGTH, JsonOutput, StreamChunk
 from ...errors import DseError, InputError, Location
 from ...routing import Target
 from .. import templating
@@ -45,7 +45,8 @@ class ModelCall:
         """
         caller = services.caller
         assert caller is not None, "a model call needs a caller where it runs"
-        tally = _Tally(caller, services.on_chunk, self, prompt=self.messages[-1].content)
+        start = Outcome(prompt=self.messages[-1].content, backend=self.target.backend, model=self.target.model, truncated_inputs=self.truncated_inputs)
+        tally = _Tally(caller, services.on_chunk, self, start)
         messages = list(self.messages)
         try:
             text = await tally.complete(messages, stream=self.stream)
@@ -60,70 +61,78 @@ class ModelCall:
                 ]
                 return tally.outcome(output=parse_json(await tally.complete(messages, stream=False), self.schema))
         except DseError as exc:
-            tally.tries += [asdict(t) for t in getattr(exc, "attempts", ())]
-            tally.attempts = max(tally.attempts, len(getattr(exc, "attempts", ())))
-            return tally.outcome(error=str(exc))
+            return tally.failed(exc)
 
 
 @dataclass
 class _Tally:
-    """What the calls of one performance added up to; private to `perform`, never shared."""
+    """What the calls of one performance added up to, kept as the Outcome it will become; private to `perform`."""
 
     caller: ChatCaller
     on_chunk: ChunkSink
     call: ModelCall
-    prompt: str
-    backend: str | None = None
-    model: str | None = None
-    endpoint: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-    attempts: int = 0
-    tries: list[dict[str, Any]] = field(default_factory=list)
-    first_token: float | None = None
-    finish_reason: str | None = None
-    truncated: bool = False
+    so_far: Outcome
 
     def outcome(self, *, output: Any = None, error: str | None = None) -> Outcome:
-        values = {k: v for k, v in vars(self).items() if k not in ("caller", "on_chunk", "call", "tries")}
-        return Outcome(output=output, error=error, tries=tuple(self.tries), truncated_inputs=self.call.truncated_inputs, **values)
+        return replace(self.so_far, output=output, error=error)
+
+    def failed(self, exc: DseError) -> Outcome:
+        attempts = getattr(exc, "attempts", ())
+        self.so_far = replace(
+            self.so_far, tries=(*self.so_far.tries, *map(asdict, attempts)), attempts=max(self.so_far.attempts, len(attempts))
+        )
+        return self.outcome(error=str(exc))
 
     async def complete(self, messages: list[Message], *, stream: bool) -> str:
         """One call; the finish reason of the last call is the step's, since its answer is the output."""
-        caller, call = self.caller, self.call
+        caller, call, done = self.caller, self.call, self.so_far
         retry = dict(call.retry) or None
-        self.backend, self.model = call.target.backend, call.target.model
         # Passed only when JSON is wanted: a caller of plain text need not know the keyword.
         constraint = {"json_output": JsonOutput.named(call.step_id, call.schema)} if call.want_json else {}
-        self.finish_reason, self.truncated = None, False
         if stream:
             parts: list[str] = []
+            closing: StreamChunk | None = None
+            first_token, prompt_tokens, completion_tokens = done.first_token, done.prompt_tokens, done.completion_tokens
             async for chunk in caller.stream(call.target, messages, retry=retry, **constraint):
                 parts.append(chunk.text)
                 if chunk.text:
-                    self.first_token = chunk.elapsed if self.first_token is None else self.first_token
+                    first_token = chunk.elapsed if first_token is None else first_token
                     self.on_chunk(call.step_id, chunk.text)
                 if chunk.usage is not None:
-                    self.prompt_tokens += chunk.usage.prompt_tokens
-                    self.completion_tokens += chunk.usage.completion_tokens
+                    prompt_tokens += chunk.usage.prompt_tokens
+                    completion_tokens += chunk.usage.completion_tokens
                 if chunk.finish_reason is not None:
-                    self.backend, self.endpoint = chunk.backend or self.backend, chunk.endpoint
-                    self.attempts += len(chunk.attempts) - 1
-                    self.tries += [asdict(t) for t in chunk.attempts if t.error]
-                    self.finish_reason = chunk.finish_reason
-            self.calls += 1
-            self.attempts += 1
-            self.truncated = self.finish_reason == LENGTH
+                    closing = chunk
+            attempts = closing.attempts if closing is not None else ()
+            self.so_far = replace(
+                done,
+                backend=(closing.backend if closing else None) or call.target.backend,
+                model=call.target.model,
+                endpoint=closing.endpoint if closing else done.endpoint,
+                first_token=first_token,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                calls=done.calls + 1,
+                attempts=done.attempts + max(len(attempts), 1),
+                tries=(*done.tries, *(asdict(t) for t in attempts if t.error)),
+                finish_reason=closing.finish_reason if closing else None,
+                truncated=closing is not None and closing.finish_reason == LENGTH,
+            )
             return "".join(parts).strip()
         response = await caller.chat(call.target, messages, retry=retry, **constraint)
-        self.finish_reason, self.truncated = response.finish_reason, response.finish_reason == LENGTH
-        self.endpoint, self.model, self.backend = response.endpoint, response.model, response.backend
-        self.calls += 1
-        self.attempts += len(response.attempts) or 1
-        self.tries += [asdict(t) for t in response.attempts if t.error]
-        self.prompt_tokens += response.usage.prompt_tokens
-        self.completion_tokens += response.usage.completion_tokens
+        self.so_far = replace(
+            done,
+            backend=response.backend,
+            model=response.model,
+            endpoint=response.endpoint,
+            prompt_tokens=done.prompt_tokens + response.usage.prompt_tokens,
+            completion_tokens=done.completion_tokens + response.usage.completion_tokens,
+            calls=done.calls + 1,
+            attempts=done.attempts + (len(response.attempts) or 1),
+            tries=(*done.tries, *(asdict(t) for t in response.attempts if t.error)),
+            finish_reason=response.finish_reason,
+            truncated=response.finish_reason == LENGTH,
+        )
         return response.text.strip()
 
 
