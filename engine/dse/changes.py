@@ -18,6 +18,9 @@ from typing import Any
 from .errors import InputError
 
 MODES = ("auto", "worktree", "staged", "commit", "range")
+MIN_CHARS = 1000
+_EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+"""What HEAD is before the first commit: every file is new."""
 REVISION = r"[A-Za-z0-9_][A-Za-z0-9_./^~@{}-]*"
 _REVISION = re.compile(REVISION)
 _RANGE = re.compile(rf"({REVISION}?)(\.\.\.?)({REVISION}?)")
@@ -58,18 +61,24 @@ class Changes:
 
 
 def collect(repo: Path, mode: str = "auto", rev: str = "", max_chars: int = 4000) -> Changes:
-    """The changes `mode` names: the working tree (against HEAD, new files included), the staged ones, one commit, or a range."""
+    """The changes `mode` names: the working tree (against HEAD, new files included), the staged ones, one commit, or a range.
+
+    Paths are the repository's own, from its top level, whichever directory `repo` names.
+    """
     _check(repo, mode, rev, max_chars)
-    git = _Git(repo)
+    git = _Git(Path(_Git(repo).text("rev-parse", "--show-toplevel").strip()))
+    head = "HEAD" if git.ok("rev-parse", "--verify", "--quiet", "HEAD") else _EMPTY_TREE
     if mode == "auto":
         mode = "worktree" if git.text("status", "--porcelain", "--untracked-files=all", "--", ".", ":(exclude).dse") else "commit"
     if mode == "worktree":
-        base, label, message = _Diff(("diff",), ("HEAD",)), "uncommitted changes (working tree against HEAD)", ""
+        base, label, message = _Diff(("diff",), (head,)), "uncommitted changes (working tree against HEAD)", ""
     elif mode == "staged":
-        base, label, message = _Diff(("diff", "--cached")), "staged changes", ""
+        base, label, message = _Diff(("diff", "--cached"), (head,)), "staged changes", ""
     elif mode == "commit":
         commit = rev or "HEAD"
-        base = _Diff(("diff-tree", "-r", "--root", "--no-commit-id"), (commit,))
+        # Against its first parent (a merge: what it brought in); a root commit against nothing.
+        parents = git.text("rev-list", "--parents", "-n", "1", "--end-of-options", commit).split()[1:]
+        base = _Diff(("diff",), (parents[0], commit)) if parents else _Diff(("diff",), (_EMPTY_TREE, commit))
         label = f"commit {git.text('rev-parse', '--short', '--end-of-options', commit).strip()}"
         message = git.text("log", "-1", "--format=%B", "--end-of-options", commit)
     else:
@@ -78,12 +87,13 @@ def collect(repo: Path, mode: str = "auto", rev: str = "", max_chars: int = 4000
     entries = git.numstat(base)
     if mode == "worktree":
         # New files count, except dse's own journals and logs when a run keeps them here.
-        untracked = git.text("ls-files", "--others", "--exclude-standard", "-z", "--", ".", ":(exclude).dse").split("\0")
-        entries += [(path, "added", False) for path in untracked if path]
+        new_files = git.text("ls-files", "--others", "--exclude-standard", "-z", "--", ".", ":(exclude).dse").split("\0")
+        entries += [(path, "added", False) for path in new_files if path]
     changes = Changes(mode, label, message.strip(), changed=len(entries))
     for path, status, binary in entries:
-        reason = _skip_reason(path, binary)
-        diff = "" if reason else git.file_diff(base, path, untracked=status == "added" and mode == "worktree")
+        untracked = status == "added" and mode == "worktree" and (git.repo / path).is_file()
+        reason = _skip_reason(path, binary or (untracked and _looks_binary(git.repo / path)))
+        diff = "" if reason else git.file_diff(base, path, untracked=untracked)
         if not reason and _GENERATED_MARK.search("\n".join(_added(diff)[:5])):
             reason = "generated file"
         if reason:
@@ -143,8 +153,10 @@ def _added(diff: str) -> list[str]:
 def _check(repo: Path, mode: str, rev: str, max_chars: int) -> None:
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if max_chars < 200:
-        raise InputError(f"max_chars must be at least 200, got {max_chars}")
+    if max_chars < MIN_CHARS:
+        raise InputError(f"max_chars must be at least {MIN_CHARS} (a file header and a hunk must fit), got {max_chars}")
+    if rev and mode in ("auto", "worktree", "staged"):
+        raise InputError(f"a revision applies to mode commit or range, not {mode}", hint=f"drop --rev {rev}, or say --mode commit")
     if mode == "range" and not (_RANGE.fullmatch(rev) and rev.strip(".")):
         raise InputError(f"a range is BASE..HEAD or BASE...HEAD of revisions, got {rev!r}", hint="e.g. main...my-branch or HEAD~3..HEAD")
     if mode == "commit" and rev and not _REVISION.fullmatch(rev):
@@ -155,6 +167,10 @@ def _check(repo: Path, mode: str, rev: str, max_chars: int) -> None:
 
 def _skip_reason(path: str, binary: bool) -> str | None:
     name = PurePosixPath(path).name
+    if "\ufffd" in path:
+        return "file name is not UTF-8"
+    if path.endswith("/"):
+        return "a repository of its own"
     if binary:
         return "binary file"
     if name in _LOCK_FILES:
@@ -175,15 +191,34 @@ class _Diff:
         return [*self.command, *options, "--end-of-options", *self.revisions, "--", *paths]
 
 
+def _looks_binary(path: Path) -> bool:
+    """Git's own test: a NUL byte near the start."""
+    try:
+        with open(path, "rb") as handle:
+            return b"\0" in handle.read(8000)
+    except OSError:
+        return False
+
+
 class _Git:
+    """git with the user's presentation settings off: no colour, no external diff, no textconv, exact bytes."""
+
     def __init__(self, repo: Path) -> None:
         self.repo = repo
 
+    def _run(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", "-C", str(self.repo), "-c", "color.ui=never", "-c", "core.quotepath=off", *args], capture_output=True)
+
+    def ok(self, *args: str) -> bool:
+        return self._run(*args).returncode == 0
+
     def text(self, *args: str) -> str:
-        done = subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True, errors="replace")
+        done = self._run(*args)
         if done.returncode != 0:
-            raise InputError(f"git {args[0]} failed in {self.repo}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-        return done.stdout
+            stderr = done.stderr.decode(errors="replace").strip().splitlines()
+            why = next((line for line in stderr if line.startswith(("fatal:", "error:"))), stderr[-1] if stderr else f"exit {done.returncode}")
+            raise InputError(f"git {args[0]} failed in {self.repo}: {why}")
+        return done.stdout.decode(errors="replace")
 
     def numstat(self, base: _Diff) -> list[tuple[str, str, bool]]:
         """(path, status, binary) per changed file; a rename is a deletion and an addition."""
@@ -199,11 +234,8 @@ class _Git:
 
     def file_diff(self, base: _Diff, path: str, *, untracked: bool) -> str:
         if untracked:
-            done = subprocess.run(
-                ["git", "-C", str(self.repo), "diff", "--no-index", "--", "/dev/null", path], capture_output=True, text=True, errors="replace"
-            )
-            return done.stdout
-        return self.text(*base.argv("-p", "--unified=5", "--no-renames", paths=(path,)))
+            return self._run("diff", "--no-index", "--no-ext-diff", "--no-textconv", "--", "/dev/null", path).stdout.decode(errors="replace")
+        return self.text(*base.argv("-p", "--unified=5", "--no-renames", "--no-ext-diff", "--no-textconv", paths=(path,)))
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

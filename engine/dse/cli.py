@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes.add_argument("--repo", default=".", metavar="DIR", help="the git repository (default: here)")
     changes.add_argument("--mode", default="auto", help="auto (the working tree when it has changes, else HEAD), worktree, staged, commit, range")
     changes.add_argument("--rev", default="", metavar="REV", help="the commit (commit mode, default HEAD), or BASE..HEAD / BASE...HEAD (range mode)")
-    changes.add_argument("--max-chars", type=_at_least_one, default=4000, metavar="N", help="longest diff one part may be (default 4000)")
+    changes.add_argument("--max-chars", type=_at_least_one, default=4000, metavar="N", help="longest diff one part may be, at least 1000 (default 4000)")
     changes.add_argument("--json", action="store_true", help="print the changes as JSON")
     save = commands.add_parser(
         "save",
@@ -381,15 +381,20 @@ def _changes(args: argparse.Namespace) -> int:
 
 
 def _save(args: argparse.Namespace) -> int:
-    print(args.text, end="" if args.text.endswith("\n") else "\n")
+    """Write first, then print: a failed write prints nothing but the error. Only a regular file is written (a FIFO would block)."""
+    text = args.text if args.text.endswith("\n") else args.text + "\n"
+    data = text.encode("utf-8", "surrogateescape")  # argv bytes that are not UTF-8 are kept as they came
     if args.path:
         target = Path(args.path)
+        if args.path.endswith("/") or (target.exists() and not target.is_file()):
+            raise InputError(f"cannot write {args.path}: not a regular file")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(args.text if args.text.endswith("\n") else args.text + "\n", encoding="utf-8")
+            target.write_bytes(data)
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         print(f"wrote {target}", file=sys.stderr)
+    sys.stdout.write(data.decode("utf-8", "replace"))
     return 0
 
 

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_two_replicas_serve_real_completions_and_stop(tmp_path: Path) -> None:
     config = load_config(ROOT / "configs" / "config.yaml", environ={})
-    before = llama_server_pids()
 
     async def scenario() -> tuple[list, dict, list[int]]:
         async with Engine(config, state_dir=tmp_path / ".dse") as engine:
@@ -48,7 +47,6 @@ def test_two_replicas_serve_real_completions_and_stop(tmp_path: Path) -> None:
     assert sum(served.values()) == 6
     assert {r.endpoint for r in responses} == set(served)
     assert not (set(pids) & llama_server_pids()), "servers must be stopped when the engine closes"
-    assert llama_server_pids() <= before
     logs = sorted((tmp_path / ".dse" / "logs").glob("local-*.log"))
     assert len(logs) == 2 and all("--port" in log.read_text() for log in logs)
 

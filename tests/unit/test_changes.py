@@ -106,3 +106,53 @@ def test_dse_changes_prints_json_a_workflow_can_read(repo: Path) -> None:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert [f["path"] for f in document["files"]] == ["staged.py"] and "+value = 4" in document["files"][0]["diff"]
+
+
+def test_a_merge_commit_is_reviewed_as_what_it_brought_in(repo: Path) -> None:
+    git(repo, "stash", "-q", "--include-untracked")
+    git(repo, "checkout", "-q", "main")
+    (repo / "hotfix.py").write_text("fix = 1\n")
+    git(repo, "add", "hotfix.py")
+    git(repo, "commit", "-q", "-m", "hotfix")
+    git(repo, "merge", "-q", "--no-ff", "feature", "-m", "merge feature")
+    assert reviewed(collect(repo, "auto")) == ["feature.py", "util.py"]
+
+
+def test_paths_are_the_repositorys_from_any_directory_in_it(repo: Path) -> None:
+    (repo / "sub").mkdir()
+    (repo / "sub" / "inner.py").write_text("x = 1\n")
+    changes = collect(repo / "sub", "worktree")
+    assert "sub/inner.py" in reviewed(changes) and "app.py" in reviewed(changes)
+    assert all(f.diff for f in changes.files), "every listed file has its diff"
+
+
+def test_a_new_binary_file_and_a_nested_repository_are_skipped_with_reasons(repo: Path) -> None:
+    (repo / "blob.dat").write_bytes(b"\x00\x01binary")
+    nested = repo / "nested"
+    nested.mkdir()
+    git(nested, "init", "-q")
+    (nested / "n.txt").write_text("n\n")
+    skipped = {s.path: s.reason for s in collect(repo, "worktree").skipped}
+    assert skipped["blob.dat"] == "binary file" and skipped["nested/"] == "a repository of its own"
+
+
+def test_the_users_git_presentation_settings_do_not_reach_the_diff(repo: Path) -> None:
+    git(repo, "config", "color.ui", "always")
+    git(repo, "config", "diff.external", "/bin/false")
+    (repo / "app.py").write_bytes(b"# app.py\r\nvalue = 3\r\n")
+    diff = next(f.diff for f in collect(repo, "worktree").files if f.path == "app.py")
+    assert "\x1b[" not in diff and diff.startswith("diff --git")
+    assert "+value = 3\r\n" in diff, "line endings are the file's own"
+
+
+def test_a_repository_without_commits_reviews_its_files_as_new(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "first.py").write_text("start = 1\n")
+    assert reviewed(collect(tmp_path, "auto")) == ["first.py"]
+    with pytest.raises(InputError, match="no such|bad revision|unknown revision|Needed a single revision"):
+        collect(tmp_path, "commit", "HEAD")
+
+
+def test_a_revision_where_the_mode_takes_none_is_an_error(repo: Path) -> None:
+    with pytest.raises(InputError, match="applies to mode commit or range"):
+        collect(repo, "staged", "HEAD~1")

@@ -234,3 +234,15 @@ def test_embed_on_a_backend_type_without_embeddings_is_refused_before_any_call(c
     config = write("config.yaml", "llm:\n  backend: claude\n  claude: {type: anthropic, api_key: k, base_url: 'http://127.0.0.1:9'}\n")
     code, _, err = cli(capsys, "embed", "hi", "--config", str(config), "--backend", "claude")
     assert code == 2 and "type anthropic, which has no embeddings" in err
+
+
+def test_save_writes_first_and_refuses_what_is_not_a_regular_file(tmp_path: Path, capsys) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    code, out, err = cli(capsys, "save", str(tmp_path / "fifo"), "hello")
+    assert code == 2 and out == "" and "not a regular file" in err, "a FIFO would block forever"
+    code, out, err = cli(capsys, "save", str(tmp_path / "dir") + "/", "hello")
+    assert code == 2 and out == "" and not (tmp_path / "dir").exists()
+    code, out, _ = cli(capsys, "save", str(tmp_path / "r" / "report.md"), "# Report")
+    assert code == 0 and out == "# Report\n" and (tmp_path / "r" / "report.md").read_text() == "# Report\n"
