@@ -110,7 +110,7 @@ async def run_workflow(
     """
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"max_parallel must be 1 or more, got {max_parallel}")
-    cluster = cluster or prepared.config.cluster
+    cluster = prepared.config.cluster if cluster is None else cluster
     if cluster is not None:
         check_cluster(cluster)
     pending = {p.resolution.target.backend for sid, p in _all_steps(prepared.plan) if p.resolution and sid not in prepared.reuse}

@@ -134,6 +134,8 @@ def test_a_cluster_without_dask_says_how_to_install_it(write, tmp_path: Path) ->
     [
         ("flag", "local:0", "say local:N"),
         ("flag", "not an address", "neither local:N nor a Dask scheduler address"),
+        ("flag", "", "neither local:N nor a Dask scheduler address"),
+        ("flag", "tcp://[::1]:99999", "neither local:N nor a Dask scheduler address"),
         ("config", "local:x", "executor.cluster"),
     ],
 )

@@ -37,7 +37,7 @@ def check_cluster(spec: str) -> None:
     if spec.startswith("local:"):
         if not re.fullmatch(r"local:[1-9]\d{0,3}", spec):
             raise InputError(f"cluster {spec!r}: say local:N with N from 1 to 9999 worker processes, e.g. local:2")
-    elif not _ADDRESS.fullmatch(spec):
+    elif not _ADDRESS.fullmatch(spec) or not all(0 < int(port) < 65536 for port in re.findall(r":(\d+)/?$", spec)):
         raise InputError(
             f"cluster {spec!r} is neither local:N nor a Dask scheduler address",
             hint="e.g. local:2, or tcp://10.0.0.5:8786",
