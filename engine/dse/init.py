@@ -75,19 +75,31 @@ def init(directory: Path, *, workflows: bool = False) -> InitResult:
     ignore = directory / GITIGNORE
     if (ignore.exists() or ignore.is_symlink()) and not ignore.is_file():
         raise InputError("exists and is not a file (nothing was written)", location=Location(shown(ignore)), hint="move it away")
-    written = []
+    written: list[str] = []
+    made = not (directory / "workflows").exists()
     try:
         for relative, text in files.items():
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "x", encoding="utf-8") as handle:
+                written.append(relative)
                 handle.write(text)
-            written.append(relative)
         state = _ignore_state(directory / GITIGNORE)
     except OSError as exc:
-        done = f" (written before it: {', '.join(written)})" if written else ""
-        raise InputError(f"cannot write: {exc.strerror}{done}", location=Location(str(exc.filename or directory))) from None
+        _take_back(directory, written, workflows_dir=made)
+        raise InputError(f"cannot write: {exc.strerror} (nothing was written)", location=Location(str(exc.filename or directory))) from None
     return InitResult(directory, written, state)
+
+
+def _take_back(directory: Path, written: list[str], *, workflows_dir: bool) -> None:
+    """Remove what a failed init wrote, so that it leaves the directory as it found it and can be run again."""
+    for relative in written:
+        (directory / relative).unlink(missing_ok=True)
+    if workflows_dir:
+        try:
+            (directory / "workflows").rmdir()
+        except OSError:
+            pass  # not created by us, or not empty: leave it
 
 
 def _starter_config() -> str:

@@ -91,3 +91,17 @@ def test_init_help_has_an_example() -> None:
     assert result.returncode == 0
     assert "example:" in result.stdout and "dse init --workflows" in result.stdout and "--workflows" in result.stdout
     assert "init" in run_dse("--help").stdout
+
+
+def test_a_write_that_fails_midway_takes_back_what_was_written(tmp_path: Path, monkeypatch) -> None:
+    """A .gitignore that cannot be written (here: made to fail) leaves no config.yaml or workflows behind."""
+    from dse import init as init_module
+    from dse.errors import InputError
+
+    def refuse(path: Path) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(init_module, "_ignore_state", refuse)
+    with pytest.raises(InputError, match="nothing was written"):
+        init_module.init(tmp_path, workflows=True)
+    assert list(tmp_path.iterdir()) == [], "the directory is as it was: a retry can succeed"
