@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,12 +28,19 @@ def bind_inputs(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
             _check_pattern(name, spec.pattern, given[name])
             bound[name] = _coerce(name, spec.type, given[name])
         elif spec.default is not None:
-            bound[name] = spec.default
+            bound[name] = _coerce(name, spec.type, spec.default) if spec.type == "directory" else spec.default
         elif spec.required:
             raise InputError(f"input {name!r} is required", hint=f"pass --input {name}=VALUE")
         else:
             bound[name] = None
     return bound
+
+
+def _directory(name: str, value: Any) -> str:
+    """A path that names an existing directory now: a run never starts only to find it missing."""
+    if not isinstance(value, str) or not os.path.isdir(value):
+        raise InputError(f"input {name!r} must name an existing directory, got {value!r}")
+    return value
 
 
 def _check_pattern(name: str, pattern: str | None, value: Any) -> None:
@@ -44,6 +52,8 @@ def _check_pattern(name: str, pattern: str | None, value: Any) -> None:
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:
+    if kind == "directory":
+        return _directory(name, value)
     if not isinstance(value, str) or kind == "string":
         return value
     try:
