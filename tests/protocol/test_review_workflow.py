@@ -80,3 +80,26 @@ def test_a_clean_tree_reviews_the_last_commit(stub: StubServer, config: Path, re
     assert report.startswith("# Review of commit ") and "### util.py: minor" in report
     prompt = stub.calls("POST", "/v1/chat/completions")[1].json["messages"][-1]["content"]
     assert "The change: change util" in prompt, "the commit message is the context of each file's review"
+
+
+def test_a_file_that_cannot_be_reviewed_is_named_and_the_others_are_reviewed(stub: StubServer, config: Path, review_repo: Path) -> None:
+    from stubs import openai_error
+
+    fine = answer("substantive")
+
+    def reply(request: Received) -> Reply:
+        if "File: notes.md" in request.json["messages"][-1]["content"]:
+            return openai_error(400, "this file upsets the model")
+        return fine(request)
+
+    stub.route("POST", "/v1/chat/completions", reply)
+    args = ["run", "review", "--config", str(config), "--json"]
+    result = subprocess.run([sys.executable, "-m", "dse", *args], cwd=review_repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, "a tolerated failure: the review goes on, and says what it could not do"
+    document = json.loads(result.stdout)
+    steps = {s["id"]: s for s in document["steps"]}
+    assert steps["files"]["status"] == "failed"
+    text = document["outputs"]["report"]
+    assert "Reviewed 3 of 5 files (1 skipped: logo.png, binary file; could not review: notes.md)" in text, text
+    assert "### notes.md: could not be reviewed\n- 1 of 4 items failed" in text
+    assert "### app.py: minor" in text and steps["summary"]["status"] == "done"

@@ -347,3 +347,25 @@ def test_a_json_document_holding_a_markdown_fence_is_read_whole() -> None:
     document = {"files": [{"diff": "+```yaml\n+a: 1\n+```\n"}]}
     assert parse_json(jsonlib.dumps(document), None) == document
     assert parse_json('Here it is:\n```json\n{"verdict": "trivial"}\n```', None) == {"verdict": "trivial"}
+
+
+def test_a_fan_out_that_may_fail_runs_every_item_and_keeps_the_answers(write) -> None:
+    plan = plan_for(
+        write,
+        "name: f\nsteps:\n  - id: each\n    for_each: [a, bad, c, bad]\n    continue_on_error: true\n    prompt: 'say {{ item }}'\n"
+        "  - id: after\n    run: [echo, '{{ steps.each.output | select | list | length }}']\n",
+    )
+
+    class Failing(RecordingModel):
+        async def chat(self, target, messages, retry=None, **kw):
+            if "bad" in messages[-1].content:
+                from dse.errors import BadRequest
+
+                raise BadRequest("refused", backend="fake")
+            return await super().chat(target, messages, retry)
+
+    result = run(plan, Failing())
+    each = result.steps["each"]
+    assert each.status == "failed" and each.error.startswith("2 of 4 items failed; item 1:")
+    assert each.output == ["answer to say a", None, "answer to say c", None]
+    assert result.steps["after"].output == "2", "dependants run and see the answers that came back"

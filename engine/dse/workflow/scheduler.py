@@ -241,9 +241,11 @@ class Scheduler:
 
         Items already answered in an interrupted run (same item at the same place) are reused.
         After the first failed item no new item starts; those in flight finish and are journaled,
-        so `--resume` sends only what never finished.
+        so `--resume` sends only what never finished. With `continue_on_error` every item runs,
+        and a failed item's output is null in the list, which the step's dependants still get.
         """
         step = planned.step
+        keep_going = step.continue_on_error
         items = await templating.run_bounded(lambda: self._items(planned, context), seconds=step.timeout, where=step.where("for_each"))
         requests = await templating.run_bounded_each(
             lambda pair: request_for(planned, {**context, "item": pair[1], "index": pair[0]}, _deadline(step.timeout)),
@@ -266,12 +268,14 @@ class Scheduler:
         async def worker() -> None:
             nonlocal done
             for index in pending:
-                if failure:
+                if failure and not keep_going:
                     return
                 async with self._admitted(planned):
                     outcome = await self._perform(requests[index])
                 if outcome.error is not None:
                     failure.append((index, outcome))
+                    if keep_going:
+                        continue
                     return
                 outcomes[index] = outcome
                 # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
@@ -285,6 +289,9 @@ class Scheduler:
         total = _total([*finished, *(o for _, o in failure)])
         if failure:
             index, outcome = min(failure, key=lambda f: f[0])
+            if keep_going:
+                error = f"{len(failure)} of {len(items)} items failed; item {index}: {outcome.error}"
+                return replace(total, output=[o.output if o is not None else None for o in outcomes], error=error)
             return replace(total, output=None, error=f"item {index}: {outcome.error}", tries=outcome.tries)
         prompts = [p for o in finished for p in ([o.prompt] if isinstance(o.prompt, str) else o.prompt or [])]
         return replace(total, output=[o.output for o in finished], prompt=prompts or None)
