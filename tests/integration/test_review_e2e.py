@@ -38,10 +38,11 @@ def calls(document: dict) -> int:
 )
 def test_each_mode_reviews_its_files_and_says_what_it_skipped(review_repo: Path, mode: str, rev: str, files: list[str], skipped: list[str]) -> None:
     result = review(review_repo, f"mode={mode}", f"rev={rev}")
-    assert result.returncode == 0, result.stderr
     assert "using the packaged default" in result.stderr
     document = json.loads(result.stdout)
     steps = {s["id"]: s for s in document["steps"]}
+    problems = {s["id"]: (s["error"], s["truncated"], s["calls"]) for s in document["steps"] if s["error"] or s["truncated"]}
+    assert result.returncode == 0 and not problems, problems
     reviewed = steps["files"]["output"]
     assert len(reviewed) == len(steps["changes"]["output"]["files"])
     assert all(r["severity"] in ("none", "minor", "major") and isinstance(r["findings"], list) for r in reviewed)

@@ -80,7 +80,7 @@ def test_plan_explains_every_step(capsys) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "workflow review: Review the changes of a git repository, one model call per changed file, then a Markdown report."
-    assert "  input target (string, default '.') - path of the git repository to review" in lines
+    assert "  input target (directory, default '.') - path of the git repository to review" in lines
     start = next(i for i, line in enumerate(lines) if line.startswith("step "))
     header, *rows = lines[start:]
     assert header.split() == ["step", "tool", "backend", "model", "endpoints", "rule"]
