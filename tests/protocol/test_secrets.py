@@ -139,3 +139,15 @@ def test_a_literal_dollar_brace_is_written_with_two_dollars(write, tmp_path: Pat
 
     cfg = write("config.yaml", "llm:\n  backend: o\n  o: {type: ollama}\ntools:\n  t: {prompt: 'costs $${PRICE} and $5'}\n")
     assert load_config(cfg, environ={}).tools["t"].prompt == "costs ${PRICE} and $5"
+
+
+def test_a_vendor_key_in_the_environment_is_scrubbed_even_without_a_block_for_it(stub: StubServer, write, tmp_path: Path) -> None:
+    """ANTHROPIC_API_KEY serves an undeclared `anthropic` backend (a step may say `model: anthropic:...`): a secret like any other."""
+    vendor_key = "sk-ant-vendor-0123456789"
+    stub.route("POST", "/v1/chat/completions", openai_chat(f"I saw {vendor_key}"))
+    cfg = write("config.yaml", f"llm:\n  backend: s\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n")
+    workflow = write("wf.yaml", "name: v\nsteps:\n  - id: ask\n    prompt: hi\noutputs: {answer: '{{ steps.ask.output }}'}\n")
+    result = run_dse("run", str(workflow), "--config", str(cfg), cwd=tmp_path, env={"ANTHROPIC_API_KEY": vendor_key})
+    assert result.returncode == 0, result.stderr
+    assert "I saw ***" in result.stdout
+    assert vendor_key not in everything_written(tmp_path, result.stdout, result.stderr)

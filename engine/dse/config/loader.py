@@ -125,7 +125,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     except InputError as exc:
         raise _without(exc, {s.value for s in expansion.substituted}) from None
     config = _build(source, expansion.data, expansion.missing, env)
-    secrets = secret_values(expansion.substituted, config.backends.values())
+    secrets = secret_values(expansion.substituted, [*config.backends.values(), *config.implicit.values()])
     redact.remember(secrets)
     warnings = (notice, *config.warnings) if notice else config.warnings
     return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)), warnings=warnings)
