@@ -39,6 +39,7 @@ def calls(document: dict) -> int:
 def test_each_mode_reviews_its_files_and_says_what_it_skipped(review_repo: Path, mode: str, rev: str, files: list[str], skipped: list[str]) -> None:
     result = review(review_repo, f"mode={mode}", f"rev={rev}")
     assert "using the packaged default" in result.stderr
+    assert result.stdout.strip(), f"exit {result.returncode}, nothing on stdout; stderr: {result.stderr[-3000:]}"
     document = json.loads(result.stdout)
     steps = {s["id"]: s for s in document["steps"]}
     problems = {s["id"]: (s["error"], s["truncated"], s["calls"]) for s in document["steps"] if s["error"] or s["truncated"]}
