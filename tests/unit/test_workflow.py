@@ -342,7 +342,7 @@ def test_a_json_document_holding_a_markdown_fence_is_read_whole() -> None:
     """A command's JSON whose strings carry ``` (a README diff) is the document, not an answer wrapped in a fence."""
     import json as jsonlib
 
-    from dse.workflow.steps.model_call import parse_json
+    from dse.workflow.steps.json_answer import parse_json
 
     document = {"files": [{"diff": "+```yaml\n+a: 1\n+```\n"}]}
     assert parse_json(jsonlib.dumps(document), None) == document

@@ -76,7 +76,7 @@ class Scheduler:
         self.on_event = on_event or (lambda result: None)
         self._max_parallel = max_parallel or plan.workflow.max_parallel
         self._slots = _Gate(self._max_parallel) if self._max_parallel else None
-        self._others = _Gate(self._max_parallel or DEFAULT_PARALLEL)
+        self._others = self._slots or _Gate(DEFAULT_PARALLEL)
         self._environ = os.environ if environ is None else environ
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -304,11 +304,11 @@ class Scheduler:
         backlog. Gates are taken in one order, `max_parallel` first, so two steps never wait on each other.
         """
         resolution = planned.resolution
-        own = self._others
-        if resolution is not None:
-            key = (resolution.target.backend, resolution.target.role)
-            own = self._rooms.get(key) or self._rooms.setdefault(key, _Gate(self._room_of(resolution.target)))
-        return (own,) if self._slots is None else (self._slots, own)
+        if resolution is None:
+            return (self._others,)
+        key = (resolution.target.backend, resolution.target.role)
+        room = self._rooms.get(key) or self._rooms.setdefault(key, _Gate(self._room_of(resolution.target)))
+        return (room,) if self._slots is None else (self._slots, room)
 
     def _room_of(self, target: Target) -> int:
         return (self._room(target) if self._room else None) or self._max_parallel or DEFAULT_PARALLEL

@@ -11,7 +11,8 @@ from typing import Any
 from ..plan import PlannedStep
 from .base import ChatCaller, ChunkSink, Outcome, Services, StepRequest
 from .command import Command, command
-from .model_call import ModelCall, OutputNotJson, model_call
+from .json_answer import OutputNotJson
+from .model_call import ModelCall, model_call
 from .subworkflow import SubWorkflow, subworkflow
 
 _RENDERERS: dict[str, Callable[[PlannedStep, Mapping[str, Any], float | None], StepRequest]] = {

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from .. import templating
 from ..plan import PlannedStep
 from .base import Outcome, Services
-from .model_call import OutputNotJson, parse_json
+from .json_answer import OutputNotJson, parse_json
 
 
 @dataclass(frozen=True)
