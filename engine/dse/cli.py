@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=_at_least_one, metavar="N", help="at most N steps at once")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
+    run.add_argument(
+        "--cache",
+        choices=["on", "off", "read_only", "write_only"],
+        help="the response cache for every call of this run, over the config's cache settings (and for sampled calls too)",
+    )
+    run.add_argument("--yes", "-y", action="store_true", help="accept calls above require_confirmation.above_tokens without asking")
     run.add_argument(
         "--cluster",
         metavar="ADDRESS",
@@ -311,6 +318,9 @@ def _run(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
             state_dir=state_dir,
             cluster=args.cluster,
+            cache=args.cache,
+            assume_yes=args.yes,
+            confirm=_ask if sys.stdin.isatty() else None,
         )
     )
     if progress:
@@ -323,6 +333,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(console.run_text(result, calls))
     return 0 if result.status == "done" else 1
+
+
+async def _ask(question: str) -> bool:
+    """A yes/no on the terminal. Read in a daemon thread: Ctrl-C at the question ends the run, not waits for Enter."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(_settle, answer, line)
+
+    print(f"dse: {question}", file=sys.stderr)
+    print("dse: send it, and any such call in this run? [y/N] ", end="", file=sys.stderr, flush=True)
+    threading.Thread(target=read, daemon=True).start()
+    return (await answer).strip().lower() in ("y", "yes")
+
+
+def _settle(answer: asyncio.Future[str], line: str) -> None:
+    if not answer.done():
+        answer.set_result(line)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ class DseError(Exception):
     """Root of every error `dse` raises on purpose; anything else is a bug."""
 
     exit_code = 1
+    stops_run = False
+    """True for an error that ends the whole run, not just the step where it happened."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -128,3 +130,14 @@ class QueueFull(BackendUnavailable):
 
 class QueueTimeout(BackendUnavailable):
     """A call waited `queue_timeout` seconds without an endpoint slot coming free."""
+
+
+class SpendRefused(DseError):
+    """A call was not sent because it would cross a budget or a daily request limit; the step fails, the run goes on."""
+
+
+class NotConfirmed(DseError):
+    """A call needed the user's yes (`require_confirmation`) and did not get it: the whole run stops, nothing more is sent."""
+
+    exit_code = 2
+    stops_run = True

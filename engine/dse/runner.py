@@ -21,6 +21,7 @@ from .errors import DseError, InputError
 from .backends import EmbedResponse
 from .redact import Redactor
 from .routing import Resolver, Target
+from .spend import Confirm, SpendPlan, SpendSession
 from .runners import InProcessRunner, StepRunner, check_cluster
 from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.results import StepResult
@@ -101,12 +102,19 @@ async def run_workflow(
     max_parallel: int | None = None,
     state_dir: Path = Path(".dse"),
     cluster: str | None = None,
+    cache: str | None = None,
+    assume_yes: bool = False,
+    confirm: Confirm | None = None,
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
     """Run a prepared plan with a journal; returns the result and the calls each endpoint served.
 
     Once the journal exists it says how the run ended, whatever ends it: the scheduler records
     a finish or an interruption, and anything that escapes before it could (a server that would
     not start, Ctrl-C while starting, a bug) is recorded here, so no run is left "running or killed".
+
+    Every attempt is a row in the usage ledger under `state_dir`; `cache` (a mode) overrides
+    every level's response-cache mode; `assume_yes` answers `require_confirmation`, else
+    `confirm` asks the user, and without either such a call stops the run.
     """
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"max_parallel must be 1 or more, got {max_parallel}")
@@ -131,12 +139,16 @@ async def run_workflow(
             source=prepared.workflow.source.file,
         )
         journal.event("run_started")
+    targets = [p.resolution.target for _sid, p in _all_steps(prepared.plan) if p.resolution]
+    spend = SpendPlan(str(state_dir.resolve()), journal.run_id, cache, assume_yes, SpendPlan.uses_cache(targets, cache))
+    session: SpendSession | None = None
     try:
         if on_start is not None:
             on_start(journal)
+        session = SpendSession(spend, prepared.config, confirm=confirm)
         async with Engine(prepared.config, state_dir=state_dir) as engine:
             await engine.start(sorted(pending))
-            async with _runner(cluster, engine, on_chunk) as runner:
+            async with _runner(cluster, engine, session, spend, on_chunk) as runner:
                 scheduler = Scheduler(
                     prepared.plan,
                     runner,
@@ -156,18 +168,22 @@ async def run_workflow(
         _record_end(journal, exc)
         raise
     finally:
+        if session is not None:
+            session.close()
         journal.close()
 
 
 @contextlib.asynccontextmanager
-async def _runner(cluster: str | None, engine: Engine, on_chunk: ChunkSink | None) -> AsyncIterator[StepRunner]:
+async def _runner(
+    cluster: str | None, engine: Engine, session: SpendSession, spend: SpendPlan, on_chunk: ChunkSink | None
+) -> AsyncIterator[StepRunner]:
     """Bodies in this process, or on the cluster; a `local:N` cluster lives as long as the run."""
     if cluster is None:
-        yield InProcessRunner(engine.router, on_chunk=on_chunk)
+        yield InProcessRunner(session.caller(engine.router), on_chunk=on_chunk)
         return
     from .runners.cluster import cluster_runner
 
-    async with cluster_runner(cluster, engine.config, engine.endpoints.managed()) as runner:
+    async with cluster_runner(cluster, engine.config, engine.endpoints.managed(), spend) as runner:
         yield runner
 
 

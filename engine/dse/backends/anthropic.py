@@ -111,7 +111,7 @@ class AnthropicBackend:
             model=message.model or request.model,
             backend=self.name,
             endpoint=endpoint,
-            usage=Usage(_prompt_tokens(message.usage), message.usage.output_tokens),
+            usage=Usage(_prompt_tokens(message.usage), message.usage.output_tokens, message.usage.cache_read_input_tokens or 0),
             latency=time.perf_counter() - started,
             finish_reason=_finish(message.stop_reason),
         )

@@ -255,7 +255,11 @@ class OpenAICompatBackend:
 
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:
-    return Usage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+    """Tokens, with the part of the prompt the vendor read from its prompt cache (billed at its cached price)."""
+    if usage is None:
+        return None
+    details = usage.prompt_tokens_details
+    return Usage(usage.prompt_tokens, usage.completion_tokens, (details.cached_tokens or 0) if details else 0)
 
 
 def strict_schema(schema: Mapping[str, Any]) -> bool:

@@ -56,8 +56,11 @@ class JsonOutput:
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens as the server counted them; `cached_tokens` is the part of the prompt read from the vendor's prompt cache."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,17 +75,24 @@ class ChatResponse:
     latency: float = 0.0
     finish_reason: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    cached: bool = False
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try the router made: where, what went wrong, and how long it waited before the next."""
+    """One try the router made: where, what went wrong, how long it waited before the next.
+
+    `queued` is how long it waited for its turn under the backend's `rate_limit` before it was
+    sent; `cost` is what it cost in USD (None: the price is unknown).
+    """
 
     backend: str
     endpoint: str
     error: str | None = None
     error_kind: str | None = None
     waited: float = 0.0
+    queued: float = 0.0
+    cost: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class StreamChunk:
     backend: str | None = None
     endpoint: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    cached: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,14 @@ from .model import (
     AzureDeployment,
     BackendConfig,
     BreakerSettings,
+    Budget,
+    cache_settings,
     Config,
     Endpoint,
     GlobalDefaults,
     ManagedSettings,
+    Price,
+    RateLimit,
     RetrySettings,
     Secret,
     SelectorConfig,
@@ -46,7 +50,9 @@ from .yaml_source import KeyPath, YamlSource, dotted, read_yaml
 
 # Where a bare `$NAME` is refused: a value there is a credential or a URL, never prose.
 _STRICT_PLACES = frozenset({"api_key", "headers", "base_url", "endpoint", "endpoints", "url"})
-_RESERVED_LLM_KEYS = ("backend", "fallback_backends", "global_defaults", "balancer", "retry", "circuit_breaker")
+_RESERVED_LLM_KEYS = (
+    "backend", "fallback_backends", "global_defaults", "balancer", "retry", "circuit_breaker", "budget", "cache", "require_confirmation"
+)
 
 
 
@@ -234,6 +240,10 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         warnings=tuple(warnings),
         workflows=data.get("workflows") or {},
         cluster=(data.get("executor") or {}).get("cluster"),
+        budget=_budget(llm.get("budget")),
+        pricing=_prices(data.get("pricing")),
+        cache=cache_settings(llm.get("cache")),
+        confirm_above=(llm.get("require_confirmation") or {}).get("above_tokens"),
         implicit={
             t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },
@@ -427,7 +437,22 @@ def _backend(
         enabled=raw.get("enabled", True),
         unavailable=reason,
         location=location,
+        budget=_budget(raw.get("budget")),
+        rate_limit=RateLimit(**raw["rate_limit"]) if raw.get("rate_limit") else None,
+        confirm_above=(raw.get("require_confirmation") or {}).get("above_tokens"),
+        cache=cache_settings(raw.get("cache")),
+        pricing=_prices(raw.get("pricing")),
     )
+
+
+def _budget(raw: Mapping[str, Any] | None) -> Budget | None:
+    return Budget(**raw) if raw else None
+
+
+def _prices(raw: Mapping[str, Any] | None) -> dict[str, Price]:
+    """`pricing:` maps a model name to USD per million tokens."""
+    return {model: Price(**price) for model, price in (raw or {}).items()}
+
 
 
 def _endpoints(raw: Any) -> dict[str | None, tuple[Endpoint, ...]]:
@@ -470,6 +495,7 @@ def _tool(name: str, raw: dict[str, Any], source: YamlSource) -> ToolConfig:
         tiers={kind: word(raw[f"{kind}_tier"]) for kind in TIER_WEIGHTS if raw.get(f"{kind}_tier")},
         input_schema=raw.get("input_schema"),
         output_schema=raw.get("output_schema"),
+        cache=cache_settings(raw.get("cache")),
     )
 
 

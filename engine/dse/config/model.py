@@ -60,6 +60,66 @@ class ManagedSettings:
 
 
 @dataclass(frozen=True)
+class Price:
+    """USD per million tokens: what the vendor bills for input, output and input read from its prompt cache."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Most USD to spend in one run and in one (local) day; None is no limit."""
+
+    per_run: float | None = None
+    per_day: float | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Calls per minute, tokens per minute and calls per day a backend takes; None is no limit."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+
+
+CACHE_MODES = ("on", "off", "read_only", "write_only")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a call uses the response cache: `mode`, how long an answer stays fresh, and whether sampled calls are kept.
+
+    A call with a temperature above 0 (or none, so the server samples) is served from and
+    written to the cache only with `sampled: true`: the user asked for one answer reused.
+    """
+
+    mode: str = "off"
+    ttl: float = 7 * 24 * 3600.0
+    sampled: bool = False
+
+    @property
+    def reads(self) -> bool:
+        return self.mode in ("on", "read_only")
+
+    @property
+    def writes(self) -> bool:
+        return self.mode in ("on", "write_only")
+
+
+def cache_settings(raw: Any) -> dict[str, Any]:
+    """`cache: MODE` is short for `cache: {mode: MODE}`; either way, only what was written, to lay over lower levels."""
+    if raw is None:
+        return {}
+    settings = dict(raw) if isinstance(raw, Mapping) else {"mode": raw}
+    if isinstance(settings.get("mode"), bool):
+        settings["mode"] = "on" if settings["mode"] else "off"  # YAML 1.1 reads a bare on/off as a boolean
+    return settings
+
+
+@dataclass(frozen=True)
 class AzureDeployment:
     deployment: str
     model: str | None = None
@@ -98,6 +158,11 @@ class BackendConfig:
     unavailable: str | None = None
     location: Location | None = None
     declared: bool = True
+    budget: Budget | None = None
+    rate_limit: RateLimit | None = None
+    confirm_above: int | None = None
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    pricing: Mapping[str, Price] = field(default_factory=dict)
 
     def endpoints_for(self, role: str | None) -> tuple[Endpoint, ...]:
         """Role-specific endpoints, else the ones for every role, else `base_url` alone."""
@@ -156,6 +221,7 @@ class ToolConfig:
     tiers: Mapping[str, str] = field(default_factory=dict)
     input_schema: Mapping[str, object] | None = None
     output_schema: Mapping[str, object] | None = None
+    cache: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,6 +256,11 @@ class Config:
     workflows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cluster: str | None = None
     """`executor.cluster`: where step bodies run unless `dse run --cluster` says otherwise."""
+    budget: Budget | None = None
+    pricing: Mapping[str, Price] = field(default_factory=dict)
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    """`llm.cache`, as written: a backend's, a tool's and a step's `cache:` are laid over it."""
+    confirm_above: int | None = None
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

@@ -16,7 +16,7 @@ from typing import Any
 from ..backends.registry import EMBEDDINGS, backend_type, type_names, vendor_of
 from ..balance.directory import EndpointDirectory
 from ..config.dise import TIER_WEIGHTS, specialization_of
-from ..config.model import BackendConfig, Config, ToolConfig
+from ..config.model import BackendConfig, CacheSettings, Config, ToolConfig
 from ..errors import InputError, Location
 from . import catalog, directives, selector
 from .target import Target
@@ -38,6 +38,7 @@ class Intent:
     location: Location | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    cache: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Resolver:
         role = target.role or self._default_role(backend)
         model, why = self._model_for_role(backend, role, Intent(role), [])
         fresh = self._target(backend, model, role, "fallback", [*target.reasons, f"fallback to {backend_name}: {why}"], Intent(role))
-        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=())
+        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, cache=target.cache, fallbacks=())
 
     def larger_context(self, target: Target, current: int) -> Target | None:
         """The available model whose window beats `current`, the smallest such, preferring the same backend.
@@ -215,7 +216,7 @@ class Resolver:
         role = next((r for r, m in backend.models.items() if m == best.model), None)
         reason = f"context too long for {target.model} ({current} tokens): {best.model} has {size}"
         fresh = self._target(backend, best.model, role, "larger context", [*target.reasons, reason], Intent(role or "context"))
-        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, fallbacks=target.fallbacks)
+        return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, cache=target.cache, fallbacks=target.fallbacks)
 
     def _lister(self, alias: str) -> BackendConfig | None:
         """An available backend whose `models` (or Azure deployments) contain the named model."""
@@ -367,6 +368,7 @@ class Resolver:
             max_tokens=_first(intent.max_tokens, tool.max_tokens if tool else None, defaults.max_tokens),
             timeout=_first(tool.timeout if tool else None, backend.timeout, defaults.timeout),
             fallbacks=tuple(n for n in self.config.fallback_backends if n != backend.name),
+            cache=CacheSettings(**{**self.config.cache, **backend.cache, **(tool.cache if tool else {}), **intent.cache}),
         )
 
     def _model_for_role(self, backend: BackendConfig, role: str, intent: Intent, warnings: list[str]) -> tuple[str, str]:

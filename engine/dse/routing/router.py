@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..backends import Attempt, Backend, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
 from ..backends.types import JsonOutput
@@ -37,6 +37,10 @@ from .breaker import BreakerBoard
 from .catalog import lookup
 from .resolver import Resolver
 from .target import Target
+
+if TYPE_CHECKING:
+    from ..backends.types import Usage
+    from ..spend import SpendControl, Ticket
 
 T = TypeVar("T")
 
@@ -72,9 +76,11 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         gate: EndpointGate | None = None,
+        spend: SpendControl | None = None,
     ) -> None:
         self.config = config
         self._gate = gate
+        self.spend = spend
         self.resolver = resolver or Resolver(config)
         self.endpoints = self.resolver.endpoints
         self.breakers = BreakerBoard(config.circuit_breaker.failures, config.circuit_breaker.cooldown)
@@ -142,13 +148,14 @@ class Router:
         `json_output` asks for JSON (of a schema); each backend's adapter sends it where its type can.
         """
 
-        async def call(backend: Backend, request: ChatRequest, lease: Lease) -> ChatResponse:
+        async def call(backend: Backend, request: ChatRequest, lease: Lease, ticket: Ticket | None) -> ChatResponse:
             try:
                 response = await backend.chat(_constrained(request, json_output), lease.url)
             except BaseException:
                 lease.end(ok=False)
                 raise
             lease.end(ok=True)
+            self._settle(ticket, lease.url, response.usage, None)
             return response
 
         (response, used), attempts = await self._route(target, messages, retry, call)
@@ -164,7 +171,9 @@ class Router:
     ) -> AsyncIterator[StreamChunk]:
         """Chunks as they arrive. Failover happens only before the first chunk, so text is never repeated."""
 
-        async def open_stream(backend: Backend, request: ChatRequest, lease: Lease) -> tuple[StreamChunk, AsyncIterator[StreamChunk], Lease]:
+        async def open_stream(
+            backend: Backend, request: ChatRequest, lease: Lease, ticket: Ticket | None
+        ) -> tuple[StreamChunk, AsyncIterator[StreamChunk], Lease, Ticket | None]:
             chunks = aiter(backend.stream(_constrained(request, json_output), lease.url))
             try:
                 first = await anext(chunks)
@@ -173,28 +182,35 @@ class Router:
             except BaseException:
                 lease.end(ok=False)
                 raise
-            return first, chunks, lease
+            return first, chunks, lease, ticket
 
         (opened, used), attempts = await self._route(target, messages, retry, open_stream)
-        first, chunks, lease = opened
+        first, chunks, lease, ticket = opened
         breaker = self.breakers[lease.url]
         ok = False
 
         def stamped(chunk: StreamChunk) -> StreamChunk:
-            """The closing chunk says where the stream came from and what it took to get there."""
+            """The closing chunk says where the stream came from, what it took to get there and what it cost."""
             if chunk.finish_reason is None:
                 return chunk
+            cost = self._settle(ticket, lease.url, chunk.usage, None)
+            attempts[-1] = replace(attempts[-1], cost=cost)
             return replace(chunk, backend=used.backend, endpoint=lease.url, attempts=tuple(attempts))
 
+        failure: BaseException | None = None
         try:
             yield stamped(first)
             async for chunk in chunks:
                 yield stamped(chunk)
             ok = True
-        except _BREAKS:
-            breaker.failure()
+        except BaseException as exc:
+            failure = exc
+            if isinstance(exc, _BREAKS):
+                breaker.failure()
             raise
         finally:
+            if not ok:
+                self._settle(ticket, lease.url, None, failure or GeneratorExit())
             lease.end(ok=ok)
             if ok:
                 breaker.success()
@@ -204,7 +220,7 @@ class Router:
         target: Target,
         messages: Sequence[Message],
         retry: Mapping[str, float] | None,
-        call: Callable[[Backend, ChatRequest, Lease], Awaitable[T]],
+        call: Callable[[Backend, ChatRequest, Lease, Ticket | None], Awaitable[T]],
     ) -> tuple[tuple[T, Target], list[Attempt]]:
         policy = RetrySettings(**{**asdict(self.config.retry), **retry}) if retry else self.config.retry
         attempts: list[Attempt] = []
@@ -245,7 +261,7 @@ class Router:
         target: Target,
         messages: Sequence[Message],
         policy: RetrySettings,
-        call: Callable[[Backend, ChatRequest, Lease], Awaitable[T]],
+        call: Callable[[Backend, ChatRequest, Lease, Ticket | None], Awaitable[T]],
         attempts: list[Attempt],
     ) -> T:
         """Up to `policy.attempts` tries on this backend's healthy endpoints."""
@@ -270,29 +286,46 @@ class Router:
                 raise
             if self._gate is not None:
                 await self._held(lease, self._gate)
+            ticket = await self._admitted(lease, target, request)
+            queued = ticket.queued if ticket else 0.0
             breaker = self.breakers[lease.url]
             breaker.begin()
             try:
-                result = await call(backend, request, lease)
+                result = await call(backend, request, lease, ticket)
             except BackendError as exc:
+                cost = self._settle(ticket, lease.url, None, exc)
                 if isinstance(exc, _BREAKS):
                     breaker.failure()
                 else:
                     breaker.release()
                 wait = self._wait(exc, number, policy)
                 if number == policy.attempts or wait is None or not isinstance(exc, _RETRYABLE):
-                    attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__))
+                    attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, queued=queued, cost=cost))
                     raise
-                attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, wait))
+                attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, wait, queued, cost))
                 await self._sleep(wait)
                 continue
-            except BaseException:
+            except BaseException as exc:
+                self._settle(ticket, lease.url, None, exc)
                 breaker.release()
                 raise
             breaker.success()
-            attempts.append(Attempt(target.backend, lease.url))
+            attempts.append(Attempt(target.backend, lease.url, queued=queued, cost=ticket.cost if ticket else 0.0))
             return result
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _admitted(self, lease: Lease, target: Target, request: ChatRequest) -> Ticket | None:
+        """Spend control's word on this attempt (its rate-limit turn, budgets, the user's yes); a refusal sends nothing."""
+        if self.spend is None:
+            return None
+        try:
+            return await self.spend.admit(target, request)
+        except BaseException:
+            lease.end(ok=True)  # nothing was sent: not a failure of the endpoint
+            raise
+
+    def _settle(self, ticket: Ticket | None, url: str, usage: Usage | None, error: BaseException | None) -> float | None:
+        return self.spend.settle(ticket, endpoint=url, usage=usage, error=error) if self.spend is not None else 0.0
 
     @staticmethod
     async def _held(lease: Lease, gate: EndpointGate) -> None:
@@ -319,13 +352,14 @@ class Router:
     async def embed(self, target: Target, texts: Sequence[str]) -> EmbedResponse:
         """Vectors for `texts`, with the same retries and breakers as chat; no fallback to a chat model."""
 
-        async def call(backend: Backend, _request: ChatRequest, lease: Lease) -> EmbedResponse:
+        async def call(backend: Backend, _request: ChatRequest, lease: Lease, ticket: Ticket | None) -> EmbedResponse:
             try:
                 response = await backend.embed(texts, target.wire_model, lease.url)
             except BaseException:
                 lease.end(ok=False)
                 raise
             lease.end(ok=True)
+            self._settle(ticket, lease.url, response.usage, None)
             return response
 
         (response, _used), _attempts = await self._route(replace(target, fallbacks=()), (), None, call)

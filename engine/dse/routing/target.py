@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..config.model import CacheSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Target:
     max_tokens: int | None = None
     timeout: float | None = None
     fallbacks: tuple[str, ...] = ()
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def wire_model(self) -> str:

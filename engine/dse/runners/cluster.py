@@ -27,12 +27,13 @@ import dask
 import distributed
 
 from ..errors import SetupError
-from ..workflow.steps import Outcome, Services, StepRequest
+from ..workflow.steps import ChatCaller, Outcome, Services, StepRequest
 from . import local_workers
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..routing import Router
+    from ..spend import SpendPlan, SpendSession
 
 _PLUGIN = "dse"
 BODIES_PER_WORKER = 64
@@ -68,7 +69,9 @@ class ClusterRunner:
 
 
 @contextlib.asynccontextmanager
-async def cluster_runner(spec: str, config: Config, managed: Mapping[str, tuple[str, ...]]) -> AsyncIterator[ClusterRunner]:
+async def cluster_runner(
+    spec: str, config: Config, managed: Mapping[str, tuple[str, ...]], spend: SpendPlan
+) -> AsyncIterator[ClusterRunner]:
     """A runner on the cluster `spec` names (checked by `runners.check_cluster`); `local:N` is started here and stopped on the way out."""
     workers = local_workers(spec)
     async with contextlib.AsyncExitStack() as stack:
@@ -92,17 +95,20 @@ async def cluster_runner(spec: str, config: Config, managed: Mapping[str, tuple[
             client = await stack.enter_async_context(distributed.Client(address, asynchronous=True, timeout="10s"))
         except OSError as exc:
             raise SetupError(f"cannot reach the Dask scheduler at {spec}: {exc}", hint="is `dask scheduler` running there?") from None
-        await client.register_plugin(DseWorker(config, dict(managed)), name=_PLUGIN)
+        await client.register_plugin(DseWorker(config, dict(managed), spend), name=_PLUGIN)
         yield ClusterRunner(client)
 
 
 class DseWorker(distributed.WorkerPlugin):
     """Lives on each worker: the config as data, and the router built from it on first use, on the worker's loop."""
 
-    def __init__(self, config: Config, managed: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, config: Config, managed: dict[str, tuple[str, ...]], spend: SpendPlan) -> None:
         self.config = config
         self.managed = managed
+        self.spend = spend
         self._router: Router | None = None
+        self._session: SpendSession | None = None
+        self._caller: ChatCaller | None = None
         self._gate: ClusterGate | None = None
         self._scheduler: Any = None
 
@@ -115,18 +121,24 @@ class DseWorker(distributed.WorkerPlugin):
             self._gate.close()
         if self._router is not None:
             await self._router.aclose()
+        if self._session is not None:
+            self._session.close()
 
-    def router(self) -> Router:
-        if self._router is None:
+    def caller(self) -> ChatCaller:
+        """The router, with this worker's ledger rows and cache; no terminal here, so a confirmation needs `--yes`."""
+        if self._caller is None:
             from ..balance import EndpointDirectory
             from ..routing import Resolver, Router
+            from ..spend import SpendSession
 
             endpoints = EndpointDirectory()
             for backend, urls in self.managed.items():
                 endpoints.manage(backend, urls)
             self._gate = ClusterGate(self._scheduler, LEASE_TIMEOUT)
             self._router = Router(self.config, Resolver(self.config, endpoints), gate=self._gate)
-        return self._router
+            self._session = SpendSession(self.spend, self.config)
+            self._caller = self._session.caller(self._router)
+        return self._caller
 
 
 class ClusterGate:
@@ -197,4 +209,4 @@ def _served(dask_worker: Any) -> dict[str, dict[str, int]]:
 
 async def _perform(request: StepRequest) -> Outcome:
     """What a worker runs: the request's body, with this worker's router and environment."""
-    return await request.perform(Services(caller=_plugin(distributed.get_worker()).router(), environ=os.environ))
+    return await request.perform(Services(caller=_plugin(distributed.get_worker()).caller(), environ=os.environ))

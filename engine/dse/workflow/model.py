@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from .. import user_schema
 from ..config import schema
+from ..config.model import cache_settings
 from ..config.yaml_source import YamlSource, read_yaml
 from ..errors import InputError, Location
 
@@ -53,6 +54,7 @@ class Step:
     stream: bool = False
     temperature: float | None = None
     max_tokens: int | None = None
+    cache: Mapping[str, Any] = field(default_factory=dict)
     key_locations: Mapping[str, Location] = field(default_factory=dict)
 
     def where(self, key: str) -> Location:
@@ -107,6 +109,8 @@ def load_workflow(path: str | Path) -> Workflow:
         values = {k: v for k, v in raw.items() if k in _STEP_KEYS}
         if "run" in values:
             values["run"] = tuple(str(a) for a in values["run"])
+        if "cache" in values:
+            values["cache"] = cache_settings(values["cache"])
         values["needs"] = tuple(values.get("needs", ()))
         keys = {key: source.locate(("steps", index, key)) for key in raw}
         steps.append(Step(id=raw["id"], location=location, with_=raw.get("with") or {}, key_locations=keys, **values))

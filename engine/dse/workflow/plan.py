@@ -118,6 +118,7 @@ def _plan_step(step: Step, workflow: Workflow, config: Config, resolver: Resolve
         location=step.location,
         temperature=step.temperature,
         max_tokens=step.max_tokens,
+        cache=step.cache,
     )
     return PlannedStep(step, tool, resolver.resolve(intent))
 

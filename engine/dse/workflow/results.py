@@ -19,6 +19,8 @@ class StepResult:
 
     `truncated` marks an answer that stopped at its token limit (for a fan-out: `truncated_items`
     of its items did); `truncated_inputs` names inputs a `truncate` filter cut on the way in.
+    `cost` is USD (None: a price is unknown), `cached_calls` the calls the response cache
+    answered, `rate_waited` the seconds its calls waited for their rate-limit turn.
     """
 
     id: str
@@ -46,6 +48,9 @@ class StepResult:
     truncated: bool = False
     truncated_items: int = 0
     truncated_inputs: list[str] = field(default_factory=list)
+    cost: float | None = 0.0
+    cached_calls: int = 0
+    rate_waited: float = 0.0
 
     def context(self) -> dict[str, Any]:
         """How later templates see this step: `steps.<id>.output`, `.status`, `.error`."""

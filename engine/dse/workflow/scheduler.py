@@ -31,7 +31,7 @@ from . import templating
 from .journal import RunJournal
 from .plan import Plan, PlannedStep
 from .results import DEPENDENCY_FAILED, DONE, FAILED, RUNNING, SKIPPED, RunResult, StepResult
-from .steps import Outcome, Services, StepRequest, request_for
+from .steps import Outcome, Services, StepRequest, request_for, total_cost
 
 if TYPE_CHECKING:
     from ..runners import StepRunner
@@ -206,6 +206,8 @@ class Scheduler:
         except asyncio.TimeoutError:
             result = replace(result, status=FAILED, error=f"timed out after {step.timeout:g}s")
         except (DseError, OSError) as exc:
+            if isinstance(exc, DseError) and exc.stops_run:
+                raise
             tries = [asdict(t) for t in getattr(exc, "attempts", ())]
             result = replace(result, status=FAILED, error=str(exc), tries=tries or result.tries)
         return self._ended(result)
@@ -279,7 +281,16 @@ class Scheduler:
                     return
                 outcomes[index] = outcome
                 # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
-                self._journal("item_finished", id=step.id, index=index, digest=_digest(items[index]), output=outcome.output)
+                self._journal(
+                    "item_finished",
+                    id=step.id,
+                    index=index,
+                    digest=_digest(items[index]),
+                    output=outcome.output,
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    cost=outcome.cost,
+                )
                 done += 1
                 self._show(replace(result, items_done=done, items_total=len(items)))
 
@@ -377,6 +388,9 @@ def _with(result: StepResult, outcome: Outcome) -> StepResult:
         truncated=outcome.truncated,
         truncated_items=outcome.truncated_items,
         truncated_inputs=list(outcome.truncated_inputs),
+        cost=outcome.cost,
+        cached_calls=outcome.cached_calls,
+        rate_waited=outcome.rate_waited,
     )
 
 
@@ -384,6 +398,7 @@ def _total(outcomes: list[Outcome]) -> Outcome:
     """A fan-out's items added up: tokens, calls and attempts summed; where, from the last item that said.
 
     Truncated when any item's answer was, with how many; its inputs cut where any item's were.
+    The cost is unknown when any item's is.
     """
     last = next((o for o in reversed(outcomes) if o.endpoint or o.backend), Outcome())
     cut = [o for o in outcomes if o.truncated]
@@ -401,6 +416,9 @@ def _total(outcomes: list[Outcome]) -> Outcome:
         truncated=bool(cut),
         truncated_items=len(cut),
         truncated_inputs=tuple(dict.fromkeys(name for o in outcomes for name in o.truncated_inputs)),
+        cost=total_cost(o.cost for o in outcomes),
+        cached_calls=sum(o.cached_calls for o in outcomes),
+        rate_waited=sum(o.rate_waited for o in outcomes),
     )
 
 

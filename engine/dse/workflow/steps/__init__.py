@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..plan import PlannedStep
-from .base import ChatCaller, ChunkSink, Outcome, Services, StepRequest
+from .base import ChatCaller, ChunkSink, Outcome, Services, StepRequest, total_cost
 from .command import Command, command
 from .json_answer import OutputNotJson
 from .model_call import ModelCall, model_call
@@ -41,4 +41,5 @@ __all__ = [
     "StepRequest",
     "SubWorkflow",
     "request_for",
+    "total_cost",
 ]

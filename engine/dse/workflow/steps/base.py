@@ -8,7 +8,7 @@ so where it ran makes no difference to the journal, resume or progress.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +68,8 @@ class Outcome:
     `truncated` says the answer stopped at its token limit (`finish_reason` "length"); for a
     fan-out, that some item's did, and `truncated_items` how many. `truncated_inputs` names
     the step inputs (`with.diff`, `prompt`) a template's `truncate` filter cut while rendering.
+    `cost` is USD over every attempt (None: some price is unknown); `cached_calls` how many
+    calls the response cache answered; `rate_waited` seconds spent waiting for rate-limit turns.
     """
 
     output: Any = None
@@ -87,6 +89,19 @@ class Outcome:
     truncated: bool = False
     truncated_items: int = 0
     truncated_inputs: tuple[str, ...] = ()
+    cost: float | None = 0.0
+    cached_calls: int = 0
+    rate_waited: float = 0.0
+
+
+def total_cost(costs: Iterable[float | None]) -> float | None:
+    """USD added up; unknown when any part is: a report never shows an unknown price as free."""
+    total = 0.0
+    for cost in costs:
+        if cost is None:
+            return None
+        total += cost
+    return total
 
 
 class StepRequest(Protocol):

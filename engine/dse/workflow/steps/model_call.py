@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 from ... import user_schema
 from ...backends import Message
-from ...backends.types import LENGTH, JsonOutput, StreamChunk
+from ...backends.types import LENGTH, Attempt, JsonOutput, StreamChunk
 from ...errors import DseError, InputError, Location
 from ...routing import Target
+from ...spend.control import CURRENT_STEP
 from .. import templating
 from ..plan import PlannedStep
 from ..template_env import noting_cuts
-from .base import ChatCaller, ChunkSink, Outcome, Services
+from .base import ChatCaller, ChunkSink, Outcome, Services, total_cost
 from .json_answer import OutputNotJson, parse_json
 
 
@@ -43,6 +44,7 @@ class ModelCall:
         start = Outcome(prompt=self.messages[-1].content, backend=self.target.backend, model=self.target.model, truncated_inputs=self.truncated_inputs)
         tally = _Tally(caller, services.on_chunk, self, start)
         messages = list(self.messages)
+        step = CURRENT_STEP.set(self.step_id)
         try:
             text = await tally.complete(messages, stream=self.stream)
             if not self.want_json:
@@ -56,7 +58,11 @@ class ModelCall:
                 ]
                 return tally.outcome(output=parse_json(await tally.complete(messages, stream=False), self.schema))
         except DseError as exc:
+            if exc.stops_run:
+                raise
             return tally.failed(exc)
+        finally:
+            CURRENT_STEP.reset(step)
 
 
 @dataclass
@@ -74,7 +80,10 @@ class _Tally:
     def failed(self, exc: DseError) -> Outcome:
         attempts = getattr(exc, "attempts", ())
         self.so_far = replace(
-            self.so_far, tries=(*self.so_far.tries, *map(asdict, attempts)), attempts=max(self.so_far.attempts, len(attempts))
+            self.so_far,
+            tries=(*self.so_far.tries, *map(asdict, attempts)),
+            attempts=max(self.so_far.attempts, len(attempts)),
+            **_spent(self.so_far, attempts, cached=False),
         )
         return self.outcome(error=str(exc))
 
@@ -112,6 +121,7 @@ class _Tally:
                 tries=(*done.tries, *(asdict(t) for t in attempts if t.error)),
                 finish_reason=closing.finish_reason if closing else None,
                 truncated=closing is not None and closing.finish_reason == LENGTH,
+                **_spent(done, attempts, cached=closing is not None and closing.cached),
             )
             return "".join(parts).strip()
         response = await caller.chat(call.target, messages, retry=retry, **constraint)
@@ -127,8 +137,18 @@ class _Tally:
             tries=(*done.tries, *(asdict(t) for t in response.attempts if t.error)),
             finish_reason=response.finish_reason,
             truncated=response.finish_reason == LENGTH,
+            **_spent(done, response.attempts, cached=response.cached),
         )
         return response.text.strip()
+
+
+def _spent(done: Outcome, attempts: Sequence[Attempt], *, cached: bool) -> dict[str, Any]:
+    """What a call's attempts add to the outcome's cost, cache count and rate-limit waiting."""
+    return {
+        "cost": total_cost([done.cost, *(a.cost for a in attempts)]),
+        "cached_calls": done.cached_calls + cached,
+        "rate_waited": done.rate_waited + sum(a.queued for a in attempts),
+    }
 
 
 def model_call(planned: PlannedStep, context: Mapping[str, Any], deadline: float | None) -> ModelCall:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from .. import templating
 from ..inputs import bind_inputs
 from ..plan import Plan, PlannedStep
-from .base import Outcome, Services
+from .base import Outcome, Services, total_cost
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,11 @@ class SubWorkflow:
         outcome = await services.run_plan(self.plan, dict(self.inputs))
         steps = outcome.steps.values()
         spent = Outcome(
-            prompt_tokens=sum(s.prompt_tokens for s in steps), completion_tokens=sum(s.completion_tokens for s in steps)
+            prompt_tokens=sum(s.prompt_tokens for s in steps),
+            completion_tokens=sum(s.completion_tokens for s in steps),
+            cost=total_cost(s.cost for s in steps),
+            cached_calls=sum(s.cached_calls for s in steps),
+            rate_waited=sum(s.rate_waited for s in steps),
         )
         if outcome.status != "done":
             failed = [f"{s.id}: {s.error}" for s in steps if s.status == "failed"]

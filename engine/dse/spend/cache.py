@@ -1,0 +1,199 @@
+"""The response cache: an answer kept under a hash of the whole request it answered, in `<state dir>/cache.db`.
+
+The key covers what decides an answer: the resolved backend and model, every message, the
+sampling parameters and the output constraint. It never covers the API key, and the prompt
+alone is never enough. It sits in front of the router as a `ChatCaller`, so a hit sends
+nothing, waits for no rate limit and costs nothing; the ledger still gets a row marked as
+from the cache. Answers are kept with secrets scrubbed, as the journal keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..backends import ChatResponse, Message
+from ..backends.types import Attempt, JsonOutput, StreamChunk, Usage
+from ..config.model import CacheSettings
+from ..redact import Redactor
+from ..routing.target import Target
+from ..workflow.steps.base import ChatCaller
+from .control import SpendControl
+
+FILE = "cache.db"
+ENDPOINT = "cache"
+"""What a cached answer names as its endpoint: in progress, the journal and the ledger."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    stored_at REAL NOT NULL,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    answer TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def request_key(target: Target, messages: list[Message], json_output: JsonOutput | None) -> str:
+    """The hash of everything that decides the answer, normalised so equal requests hash equal."""
+    request = {
+        "backend": target.backend,
+        "model": target.wire_model,
+        "messages": [[m.role, m.content] for m in messages],
+        "temperature": target.temperature,
+        "max_tokens": target.max_tokens,
+        "json_output": asdict(json_output) if json_output is not None else None,
+    }
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else None
+
+
+class ResponseCache:
+    """Lookups and writes are single statements; hit and miss counts are kept in memory and added up on `close`."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._clock = clock
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.hits = self.misses = 0
+
+    def get(self, key: str, ttl: float) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT stored_at, answer FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None or self._clock() - row[0] > ttl:
+            self.misses += 1
+            return None
+        self.hits += 1
+        answer: dict[str, Any] = json.loads(row[1])
+        return answer
+
+    def put(self, key: str, backend: str, model: str, answer: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO answers (key, stored_at, backend, model, answer) VALUES (?,?,?,?,?)",
+            (key, self._clock(), backend, model, json.dumps(answer)),
+        )
+
+    def stats(self) -> CacheStats:
+        counts = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        entries, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(answer)), 0) FROM answers").fetchone()
+        return CacheStats(counts.get("hits", 0) + self.hits, counts.get("misses", 0) + self.misses, entries, size)
+
+    def clear(self) -> int:
+        """Forget every answer and the counts; returns how many answers there were."""
+        entries = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        self._db.execute("DELETE FROM answers")
+        self._db.execute("DELETE FROM counters")
+        self._db.execute("VACUUM")
+        self.hits = self.misses = 0
+        return int(entries)
+
+    def close(self) -> None:
+        if self.hits or self.misses:
+            self._db.execute("BEGIN IMMEDIATE")
+            for name, value in (("hits", self.hits), ("misses", self.misses)):
+                self._db.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, value),
+                )
+            self._db.execute("COMMIT")
+            self.hits = self.misses = 0
+        self._db.close()
+
+
+class CachedCaller:
+    """A `ChatCaller` in front of another: answers what it has, passes on what it has not, and keeps what comes back.
+
+    `mode` (from `dse run --cache`) replaces every level's mode and, asked for on the command
+    line, takes sampled calls too; the TTL stays as configured.
+    """
+
+    def __init__(
+        self, inner: ChatCaller, cache: ResponseCache, *, spend: SpendControl | None = None, mode: str | None = None, redactor: Redactor = Redactor()
+    ) -> None:
+        self._inner = inner
+        self._cache = cache
+        self._spend = spend
+        self._mode = mode
+        self._redactor = redactor
+
+    def _settings(self, target: Target) -> CacheSettings | None:
+        """How this call uses the cache, or None when it does not: mode off, or sampled and not asked for."""
+        settings = target.cache if self._mode is None else replace(target.cache, mode=self._mode, sampled=True)
+        sampled = target.temperature is None or target.temperature > 0
+        if settings.mode == "off" or (sampled and not settings.sampled):
+            return None
+        return settings
+
+    async def chat(
+        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None, json_output: JsonOutput | None = None
+    ) -> ChatResponse:
+        settings = self._settings(target)
+        key = request_key(target, messages, json_output) if settings else ""
+        if settings is not None and settings.reads:
+            answer = self._cache.get(key, settings.ttl)
+            if answer is not None:
+                return self._hit(target, answer)
+        response = await self._inner.chat(target, messages, retry=retry, json_output=json_output)
+        if settings is not None and settings.writes and response.backend == target.backend:
+            self._keep(key, target, response.text, response.finish_reason, response.model)
+        return response
+
+    async def stream(
+        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None, json_output: JsonOutput | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """A hit comes as one chunk that closes the stream; a miss is passed through and kept once it closed."""
+        settings = self._settings(target)
+        key = request_key(target, messages, json_output) if settings else ""
+        if settings is not None and settings.reads:
+            answer = self._cache.get(key, settings.ttl)
+            if answer is not None:
+                hit = self._hit(target, answer)
+                yield StreamChunk(
+                    hit.text, finish_reason=hit.finish_reason or "stop", usage=Usage(), backend=hit.backend, endpoint=ENDPOINT, attempts=hit.attempts, cached=True
+                )
+                return
+        parts: list[str] = []
+        async for chunk in self._inner.stream(target, messages, retry=retry, json_output=json_output):
+            parts.append(chunk.text)
+            yield chunk
+            if chunk.finish_reason is not None and settings is not None and settings.writes and chunk.backend in (None, target.backend):
+                self._keep(key, target, "".join(parts), chunk.finish_reason, target.model)
+
+    def _hit(self, target: Target, answer: Mapping[str, Any]) -> ChatResponse:
+        if self._spend is not None:
+            self._spend.cache_hit(target)
+        return ChatResponse(
+            text=answer["text"],
+            model=answer["model"],
+            backend=target.backend,
+            endpoint=ENDPOINT,
+            finish_reason=answer["finish_reason"],
+            attempts=(Attempt(target.backend, ENDPOINT),),
+            cached=True,
+        )
+
+    def _keep(self, key: str, target: Target, text: str, finish_reason: str | None, model: str) -> None:
+        self._cache.put(key, target.backend, target.model, {"text": self._redactor.text(text), "finish_reason": finish_reason, "model": model})

@@ -1,0 +1,177 @@
+"""What the router asks before and after every attempt: may it go, when, and what did it cost.
+
+Before: the user's yes where `require_confirmation` asks for it (once per run), the
+backend's `rate_limit` turn, its daily request count, and the budgets, checked against the
+ledger in the same transaction that writes the attempt's pending row. After: the row is
+settled with the tokens the server counted and their cost. A call refused here is never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from ..backends import ChatRequest
+from ..backends.types import Usage
+from ..config.model import BackendConfig, Config, Price
+from ..errors import NotConfirmed, SpendRefused
+from ..redact import Redactor
+from ..routing.catalog import lookup
+from ..routing.target import Target
+from . import budget, prices
+from .ledger import FAILED, INTERRUPTED, OK, UsageLedger, today
+from .rate import Pace
+
+CURRENT_STEP: ContextVar[str | None] = ContextVar("dse_current_step", default=None)
+"""The step whose body is running: set by the step, read when its calls are written to the ledger."""
+
+Confirm = Callable[[str], Awaitable[bool]]
+"""Asks the user a question and says whether they said yes."""
+
+
+@dataclass
+class Ticket:
+    """An admitted attempt: its pending row, its price, how long it waited its turn, and (once settled) its cost."""
+
+    row: int | None
+    price: Price | None
+    started: float
+    queued: float
+    cost: float | None = None
+    settled: bool = False
+
+
+class SpendControl:
+    """One per run (per worker process on a cluster); `ledger` None keeps no rows and checks no budget."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: UsageLedger | None = None,
+        *,
+        run_id: str | None = None,
+        confirm: Confirm | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        redactor: Redactor = Redactor(),
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.run_id = run_id
+        self._confirm = confirm
+        self._confirmed = False
+        self._asking = asyncio.Lock()
+        self._sleep = sleep
+        self._clock = clock
+        self._redactor = redactor
+        self._paces: dict[str, Pace] = {}
+
+    async def admit(self, target: Target, request: ChatRequest) -> Ticket:
+        """Wait for the call's turn and let it go, or raise SpendRefused / NotConfirmed; nothing is sent until this returns."""
+        backend = self._backend(target.backend)
+        price = prices.price_of(self.config, backend, target.model)
+        prompt = budget.prompt_tokens(request.messages)
+        output = request.max_tokens or lookup(target.model, backend.type, self.config.selector.models).context_window
+        tokens = prompt + output
+        worst = prices.cost(price, Usage(prompt, output))
+        described = f"{backend.name} {target.model}"
+        await self._confirmation(backend, tokens, worst, described)
+        queued = 0.0
+        if backend.rate_limit is not None:
+            pace = self._paces.get(backend.name) or self._paces.setdefault(backend.name, Pace(backend.rate_limit, self._clock))
+            queued = pace.reserve(tokens)
+            if queued > 0:
+                await self._sleep(queued)
+        row = self._admitted(backend, target.model, worst, described, queued) if self.ledger is not None else None
+        return Ticket(row, price, time.perf_counter(), queued)
+
+    def _admitted(self, backend: BackendConfig, model: str, worst: float | None, described: str, queued: float) -> int:
+        """The daily request limit and the budgets, read and the pending row written in one transaction."""
+        assert self.ledger is not None
+        with self.ledger.admitting() as ledger:
+            day = today()
+            limit = backend.rate_limit.rpd if backend.rate_limit else None
+            if limit is not None and ledger.spent(day=day, backend=backend.name).calls >= limit:
+                raise SpendRefused(
+                    f"llm.{backend.name}.rate_limit.rpd is {limit}: {backend.name} has had {limit} calls today ({day})",
+                    hint="the count starts again at midnight; raise rpd, or let a fallback backend take the call",
+                )
+            limits = self._limits(backend, day)
+            reason = budget.refusal(limits, worst, described) if worst != 0 else None
+            if reason is not None:
+                raise SpendRefused(f"budget: {reason}", hint="raise the limit in the config, lower max_tokens, or use a cheaper model")
+            return ledger.begin(
+                run_id=self.run_id, step_id=CURRENT_STEP.get(), backend=backend.name, model=model, reserved=worst, rate_wait=queued
+            )
+
+    def _limits(self, backend: BackendConfig, day: str) -> list[budget.Limit]:
+        assert self.ledger is not None
+        out = []
+        for owner, where, only in ((self.config.budget, "llm.budget", None), (backend.budget, f"llm.{backend.name}.budget", backend.name)):
+            if owner is None:
+                continue
+            if owner.per_run is not None:
+                spent = self.ledger.spent(run_id=self.run_id or "", backend=only).usd
+                out.append(budget.Limit(f"{where}.per_run", owner.per_run, spent))
+            if owner.per_day is not None:
+                out.append(budget.Limit(f"{where}.per_day", owner.per_day, self.ledger.spent(day=day, backend=only).usd))
+        return out
+
+    async def _confirmation(self, backend: BackendConfig, tokens: int, worst: float | None, described: str) -> None:
+        threshold = backend.confirm_above if backend.confirm_above is not None else self.config.confirm_above
+        if threshold is None or tokens <= threshold or self._confirmed:
+            return
+        key = f"llm.{backend.name}.require_confirmation" if backend.confirm_above is not None else "llm.require_confirmation"
+        cost = "price unknown" if worst is None else f"up to ${worst:.4f}"
+        question = f"A call to {described} is estimated at {tokens} tokens ({cost}), above {key}.above_tokens = {threshold}."
+        async with self._asking:
+            if self._confirmed:
+                return
+            if self._confirm is None:
+                raise NotConfirmed(question + " The run stopped before sending it.", hint="run again with --yes to accept, or on a terminal to be asked")
+            if not await self._confirm(question):
+                raise NotConfirmed(question + " You said no; the run stopped before sending it.")
+            self._confirmed = True
+
+    def settle(self, ticket: Ticket | None, *, endpoint: str | None, usage: Usage | None, error: BaseException | None) -> float | None:
+        """Write how the attempt ended; returns its cost (None: price unknown). Only the first settling counts."""
+        if ticket is None:
+            return 0.0
+        if ticket.settled:
+            return ticket.cost
+        ticket.settled = True
+        usage = usage or Usage()
+        ticket.cost = prices.cost(ticket.price, usage)
+        if ticket.row is None or self.ledger is None:
+            return ticket.cost
+        outcome = OK if error is None else FAILED if isinstance(error, Exception) else INTERRUPTED
+        self.ledger.settle(
+            ticket.row,
+            endpoint=_without_userinfo(self._redactor.text(endpoint)) if endpoint else endpoint,
+            outcome=outcome,
+            error_kind=type(error).__name__ if error is not None else None,
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            latency=time.perf_counter() - ticket.started,
+            cost=ticket.cost,
+        )
+        return ticket.cost
+
+    def cache_hit(self, target: Target) -> None:
+        if self.ledger is not None:
+            self.ledger.cache_hit(run_id=self.run_id, step_id=CURRENT_STEP.get(), backend=target.backend, model=target.model)
+
+    def _backend(self, name: str) -> BackendConfig:
+        backend = self.config.find_backend(name)
+        assert backend is not None, f"the router resolved {name!r}, so the config has it"
+        return backend
+
+
+def _without_userinfo(url: str) -> str:
+    """An endpoint as the ledger keeps it: a password written into the URL stays out."""
+    return re.sub(r"//[^/@]*@", "//", url, count=1)

@@ -1,0 +1,200 @@
+"""The usage ledger: one SQLite row for every attempt a router makes, at `<state dir>/usage.db`.
+
+A row is written when the attempt is admitted (`pending`, holding its worst-case cost) and
+settled when it ends (`ok`, `failed`, or `interrupted` by Ctrl-C), each in its own commit, so
+a run that is stopped leaves no attempt unrecorded. Budgets read their spend here, in the same
+transaction that admits a call, which is what makes a limit hold across runs and processes.
+The file is plain SQLite: `sqlite3 .dse/usage.db 'select * from calls'` works.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FILE = "usage.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    day TEXT NOT NULL,
+    run_id TEXT,
+    step_id TEXT,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    latency REAL,
+    outcome TEXT NOT NULL,
+    error_kind TEXT,
+    cost REAL,
+    reserved REAL,
+    from_cache INTEGER NOT NULL DEFAULT 0,
+    rate_wait REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS calls_day ON calls (day, backend);
+CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
+"""
+
+PENDING, OK, FAILED, INTERRUPTED = "pending", "ok", "failed", "interrupted"
+
+#: What a row counts against a budget: a call in flight its worst case, an ended one its cost.
+_SPENT = f"COALESCE(SUM(CASE WHEN outcome = '{PENDING}' THEN reserved ELSE cost END), 0)"
+
+GROUPS = {"backend": "backend", "model": "backend || ':' || model", "day": "day", "run": "run_id", "step": "run_id || '/' || step_id"}
+
+
+def today(at: float | None = None) -> str:
+    """The local calendar day a per-day limit counts in."""
+    return time.strftime("%Y-%m-%d", time.localtime(at))
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What counts against a limit: USD spent (or held by calls in flight) and calls made."""
+
+    usd: float
+    calls: int
+
+
+class UsageLedger:
+    """One open connection; every method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front, so a check and the row it admits are one step for every process."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def spent(self, *, run_id: str | None = None, day: str | None = None, backend: str | None = None) -> Spent:
+        where, args = _where(run_id=run_id, day=day, backend=backend, cached=False)
+        usd, calls = self._db.execute(f"SELECT {_SPENT}, COUNT(*) FROM calls {where}", args).fetchone()
+        return Spent(float(usd), int(calls))
+
+    @contextmanager
+    def admitting(self) -> Iterator[UsageLedger]:
+        """Checks made inside see every process's rows, and no other process writes until the row is in."""
+        with self._immediate():
+            yield self
+
+    def begin(self, *, run_id: str | None, step_id: str | None, backend: str, model: str, reserved: float | None, rate_wait: float) -> int:
+        """A pending row for an attempt about to be sent; its id settles it."""
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT INTO calls (at, day, run_id, step_id, backend, model, outcome, reserved, rate_wait) VALUES (?,?,?,?,?,?,?,?,?)",
+            (now, today(now), run_id, step_id, backend, model, PENDING, reserved, rate_wait),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def settle(
+        self,
+        row: int,
+        *,
+        endpoint: str | None,
+        outcome: str,
+        error_kind: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        latency: float,
+        cost: float | None,
+    ) -> None:
+        self._db.execute(
+            "UPDATE calls SET endpoint=?, outcome=?, error_kind=?, input_tokens=?, output_tokens=?, cached_tokens=?, latency=?, cost=? WHERE id=?",
+            (endpoint, outcome, error_kind, input_tokens, output_tokens, cached_tokens, latency, cost, row),
+        )
+
+    def cache_hit(self, *, run_id: str | None, step_id: str | None, backend: str, model: str) -> None:
+        """A call answered from the response cache: nothing was sent, nothing was spent."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO calls (at, day, run_id, step_id, backend, model, endpoint, outcome, cost, from_cache, latency)"
+            " VALUES (?,?,?,?,?,?,?,?,0,1,0)",
+            (now, today(now), run_id, step_id, backend, model, "cache", OK),
+        )
+
+    def report(
+        self, *, by: Sequence[str] = (), since: float | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Totals per group (`GROUPS`), newest day first; `cost` is None where some row's price is unknown."""
+        where, args = _where(run_id=run_id, since=since)
+        keys = [f"{GROUPS[name]} AS {name}" for name in by]
+        select = ", ".join(
+            [
+                *keys,
+                "COUNT(*) AS attempts",
+                "SUM(from_cache) AS cached_calls",
+                f"SUM(outcome = '{OK}' AND from_cache = 0) AS ok",
+                f"SUM(outcome = '{FAILED}') AS failed",
+                f"SUM(outcome = '{INTERRUPTED}') AS interrupted",
+                f"SUM(outcome = '{PENDING}') AS pending",
+                "COALESCE(SUM(input_tokens), 0) AS input_tokens",
+                "COALESCE(SUM(output_tokens), 0) AS output_tokens",
+                "COALESCE(SUM(cached_tokens), 0) AS cached_tokens",
+                "COALESCE(SUM(cost), 0) AS priced_cost",
+                f"SUM(cost IS NULL AND outcome != '{PENDING}') AS unpriced",
+                "COALESCE(SUM(latency), 0) AS latency",
+                "MIN(at) AS first_at",
+                "MAX(at) AS last_at",
+            ]
+        )
+        group = f"GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}" if by else ""
+        rows = self._db.execute(f"SELECT {select} FROM calls {where} {group}", args)
+        names = [d[0] for d in rows.description]
+        out = []
+        for values in rows.fetchall():
+            row = dict(zip(names, values))
+            if row["attempts"] == 0:
+                continue
+            row["cost"] = None if row["unpriced"] else row["priced_cost"]
+            out.append(row)
+        return out
+
+    def rows(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every row, oldest first: for tests and for `dse usage --rows`."""
+        where, args = _where(run_id=run_id)
+        cursor = self._db.execute(f"SELECT * FROM calls {where} ORDER BY id", args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor.fetchall()]
+
+
+def _where(
+    *, run_id: str | None = None, day: str | None = None, backend: str | None = None, since: float | None = None, cached: bool | None = None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, value in (("run_id", run_id), ("day", day), ("backend", backend)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if since is not None:
+        clauses.append("at >= ?")
+        args.append(since)
+    if cached is False:
+        clauses.append("from_cache = 0")
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), args
