@@ -24,7 +24,7 @@ def test_chat_puts_system_in_its_own_parameter_and_defaults_max_tokens(stub: Stu
     stub.route("POST", MESSAGES, reply)
     response = call(backend(), lambda b: b.chat(REQUEST, stub.url))
     assert response.text == "Hello there"
-    assert response.usage == Usage(42, 4), "cached prompt tokens are still prompt tokens"
+    assert response.usage == Usage(42, 4, 30), "cached prompt tokens are still prompt tokens, and counted as cached (billed at the cached price)"
     assert response.finish_reason == "end_turn"
     assert (response.model, response.backend, response.endpoint) == ("claude-stub", "claude", stub.url)
     [sent] = stub.requests
