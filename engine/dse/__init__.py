@@ -24,7 +24,9 @@ from .errors import (
     QueueFull,
     QueueTimeout,
     RateLimited,
+    NotConfirmed,
     SetupError,
+    SpendRefused,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +46,12 @@ if TYPE_CHECKING:
     from .routing import Intent as Intent, Resolver as Resolver, Router as Router, Target as Target
     from .runner import Prepared as Prepared, embed as embed, prepare as prepare, run_workflow as run_workflow
     from .runners import InProcessRunner as InProcessRunner, StepRunner as StepRunner
+    from .spend import (
+        CachedCaller as CachedCaller,
+        ResponseCache as ResponseCache,
+        SpendControl as SpendControl,
+        UsageLedger as UsageLedger,
+    )
     from .workflow import (
         Plan as Plan,
         RunResult as RunResult,
@@ -78,6 +86,10 @@ _LAZY = {
     "run_workflow": "dse.runner",
     "InProcessRunner": "dse.runners",
     "StepRunner": "dse.runners",
+    "CachedCaller": "dse.spend",
+    "ResponseCache": "dse.spend",
+    "SpendControl": "dse.spend",
+    "UsageLedger": "dse.spend",
     "Plan": "dse.workflow",
     "RunResult": "dse.workflow",
     "Scheduler": "dse.workflow",
@@ -102,6 +114,8 @@ __all__ = [
     "QueueTimeout",
     "RateLimited",
     "SetupError",
+    "NotConfirmed",
+    "SpendRefused",
     "__version__",
     *_LAZY,
 ]
