@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AuthError,
     BackendError,
+    BackendLimitReached,
     BackendTimeout,
     BackendUnavailable,
     BadRequest,
@@ -101,6 +102,7 @@ _LAZY = {
 __all__ = [
     "AuthError",
     "BackendError",
+    "BackendLimitReached",
     "BackendTimeout",
     "BackendUnavailable",
     "BadRequest",

@@ -136,6 +136,10 @@ class SpendRefused(DseError):
     """A call was not sent because it would cross a budget or a daily request limit; the step fails, the run goes on."""
 
 
+class BackendLimitReached(SpendRefused, BackendError):
+    """A limit of one backend's own (its `budget:` or `rate_limit.rpd`) refused the call: the router tries the fallbacks."""
+
+
 class NotConfirmed(DseError):
     """A call needed the user's yes (`require_confirmation`) and did not get it: the whole run stops, nothing more is sent."""
 

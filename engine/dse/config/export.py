@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .model import Config, Secret
+from .model import BackendConfig, Budget, CacheSettings, Config, Secret
 from .schema import is_secret_key
 
 REDACTED = "***"
@@ -20,12 +20,26 @@ def to_data(config: Config) -> dict[str, Any]:
             "fallback_backends": list(config.fallback_backends),
             "global_defaults": _plain(config.defaults),
             "balancer": _plain(config.balancer),
-            **{name: _plain(b) for name, b in config.backends.items()},
+            "budget": _plain(config.budget or Budget()),
+            "cache": _plain(CacheSettings(**config.cache)),
+            **_confirmation(config.confirm_above),
+            **{name: _backend(b) for name, b in config.backends.items()},
         },
+        "pricing": _plain(config.pricing),
         "model_selector": _plain(config.selector),
         "tools": {name: _plain(t) for name, t in config.tools.items()},
         "warnings": list(config.warnings),
     }
+
+
+def _backend(backend: BackendConfig) -> dict[str, Any]:
+    """A backend block, its confirmation threshold under the key it is written with."""
+    data: dict[str, Any] = _plain(dataclasses.replace(backend, confirm_above=None))
+    return {**data, **_confirmation(backend.confirm_above)}
+
+
+def _confirmation(above: int | None) -> dict[str, Any]:
+    return {} if above is None else {"require_confirmation": {"above_tokens": above}}
 
 
 def _plain(value: Any) -> Any:

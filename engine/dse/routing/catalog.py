@@ -118,6 +118,17 @@ def known_models() -> tuple[str, ...]:
     return tuple(entry.info.name for entry in _ENTRIES)
 
 
+def catalog_name(model: str) -> str | None:
+    """The catalog's own name for `model` spelt as one of its aliases, in any case, with a vendor prefix or `-latest`; else None.
+
+    Unlike `lookup`, a dated snapshot is not taken for its family: "gpt-4o-2024-05-13" is not
+    "gpt-4o", and is not priced as it.
+    """
+    name = _without_provider(model.strip().lower())
+    entry = _BY_KEY.get(name) or _BY_KEY.get(re.sub(r"[:\-]latest$", "", name))
+    return entry.info.name if entry is not None else None
+
+
 def is_local(backend_type: str) -> bool:
     """Local servers run open weights on the user's hardware, so calls cost nothing."""
     kind = backend_types().get(backend_type.lower())

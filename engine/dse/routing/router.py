@@ -24,6 +24,7 @@ from ..balance import EndpointPool, EndpointState, Lease, pool_for
 from ..config.model import BackendConfig, Config, RetrySettings
 from ..errors import (
     AuthError,
+    BackendLimitReached,
     BadRequest,
     BackendError,
     BackendTimeout,
@@ -56,7 +57,7 @@ class EndpointGate(Protocol):
 
 
 _RETRYABLE = (BackendUnavailable, RateLimited, BackendTimeout)
-_FALL_BACK_ON = (*_RETRYABLE, AuthError)
+_FALL_BACK_ON = (*_RETRYABLE, AuthError, BackendLimitReached)
 _BREAKS = (BackendUnavailable, BackendTimeout)
 
 
@@ -286,7 +287,11 @@ class Router:
                 raise
             if self._gate is not None:
                 await self._held(lease, self._gate)
-            ticket = await self._admitted(lease, target, request)
+            try:
+                ticket = await self._admitted(lease, target, request)
+            except BackendLimitReached as exc:
+                attempts.append(Attempt(target.backend, "", str(exc), type(exc).__name__))
+                raise
             queued = ticket.queued if ticket else 0.0
             breaker = self.breakers[lease.url]
             breaker.begin()

@@ -13,7 +13,8 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from ..backends import ChatResponse, Message
 from ..backends.types import Attempt, JsonOutput, StreamChunk, Usage
 from ..config.model import CacheSettings
+from ..errors import DseError
 from ..redact import Redactor
 from ..routing.target import Target
 from ..workflow.steps.base import ChatCaller
@@ -68,21 +70,47 @@ class CacheStats:
         return self.hits / looked if looked else None
 
 
+class CacheUnusable(DseError):
+    """The cache file cannot be opened, read or written (damaged, not a database, a full disk): said once, plainly."""
+
+
+@contextmanager
+def _sqlite(path: Path) -> Iterator[None]:
+    """SQLite's and the file system's errors as a `CacheUnusable` naming the file and what to do, not a traceback."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise CacheUnusable(
+            f"the response cache {path} cannot be used: {exc}",
+            hint=f"delete {path} (it holds nothing but cached answers), or run with --cache off",
+        ) from exc
+
+
 class ResponseCache:
-    """Lookups and writes are single statements; hit and miss counts are kept in memory and added up on `close`."""
+    """Lookups and writes are single statements; hit and miss counts are kept in memory and added up on `close`.
+
+    Every process opens its own connection; WAL lets runs read while another writes, and a
+    writer waits up to 30 s for another's statement rather than fail.
+    """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         self.hits = self.misses = 0
+        with _sqlite(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+            except BaseException:
+                self._db.close()
+                raise
 
     def get(self, key: str, ttl: float) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT stored_at, answer FROM answers WHERE key = ?", (key,)).fetchone()
+        with _sqlite(self.path):
+            row = self._db.execute("SELECT stored_at, answer FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None or self._clock() - row[0] > ttl:
             self.misses += 1
             return None
@@ -91,36 +119,50 @@ class ResponseCache:
         return answer
 
     def put(self, key: str, backend: str, model: str, answer: Mapping[str, Any]) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO answers (key, stored_at, backend, model, answer) VALUES (?,?,?,?,?)",
-            (key, self._clock(), backend, model, json.dumps(answer)),
-        )
+        with _sqlite(self.path):
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (key, stored_at, backend, model, answer) VALUES (?,?,?,?,?)",
+                (key, self._clock(), backend, model, json.dumps(answer)),
+            )
 
     def stats(self) -> CacheStats:
-        counts = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-        entries, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(answer)), 0) FROM answers").fetchone()
+        with _sqlite(self.path):
+            counts = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            entries, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(answer)), 0) FROM answers").fetchone()
         return CacheStats(counts.get("hits", 0) + self.hits, counts.get("misses", 0) + self.misses, entries, size)
 
     def clear(self) -> int:
         """Forget every answer and the counts; returns how many answers there were."""
-        entries = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        self._db.execute("DELETE FROM answers")
-        self._db.execute("DELETE FROM counters")
-        self._db.execute("VACUUM")
+        with _sqlite(self.path):
+            entries = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            self._db.execute("DELETE FROM answers")
+            self._db.execute("DELETE FROM counters")
+            self._db.execute("VACUUM")
         self.hits = self.misses = 0
         return int(entries)
 
     def close(self) -> None:
-        if self.hits or self.misses:
-            self._db.execute("BEGIN IMMEDIATE")
+        """Add this connection's hit and miss counts to the file's, in one transaction, and close; the connection closes whatever happens."""
+        try:
+            if self.hits or self.misses:
+                with _sqlite(self.path):
+                    self._flush_counts()
+                self.hits = self.misses = 0
+        finally:
+            self._db.close()
+
+    def _flush_counts(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             for name, value in (("hits", self.hits), ("misses", self.misses)):
                 self._db.execute(
                     "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                     (name, value),
                 )
-            self._db.execute("COMMIT")
-            self.hits = self.misses = 0
-        self._db.close()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
 
 class CachedCaller:
@@ -176,11 +218,21 @@ class CachedCaller:
                 )
                 return
         parts: list[str] = []
-        async for chunk in self._inner.stream(target, messages, retry=retry, json_output=json_output):
-            parts.append(chunk.text)
-            yield chunk
-            if chunk.finish_reason is not None and settings is not None and settings.writes and chunk.backend in (None, target.backend):
-                self._keep(key, target, "".join(parts), chunk.finish_reason, target.model)
+        keeps = settings is not None and settings.writes
+        # Closed here, not whenever the collector gets to it: a consumer that stops early ends the
+        # router's stream at once, which settles its ledger row and gives its endpoint slot back.
+        chunks = self._inner.stream(target, messages, retry=retry, json_output=json_output)
+        try:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                if keeps and chunk.finish_reason is not None and chunk.backend in (None, target.backend):
+                    # Kept as the answer closes, before the consumer sees it, so one that stops at the last chunk loses nothing.
+                    self._keep(key, target, "".join(parts), chunk.finish_reason, target.model)
+                    keeps = False
+                yield chunk
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
 
     def _hit(self, target: Target, answer: Mapping[str, Any]) -> ChatResponse:
         if self._spend is not None:
@@ -196,4 +248,5 @@ class CachedCaller:
         )
 
     def _keep(self, key: str, target: Target, text: str, finish_reason: str | None, model: str) -> None:
-        self._cache.put(key, target.backend, target.model, {"text": self._redactor.text(text), "finish_reason": finish_reason, "model": model})
+        scrub = self._redactor.text
+        self._cache.put(key, target.backend, target.model, {"text": scrub(text), "finish_reason": finish_reason, "model": scrub(model)})

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from ..backends import ChatRequest
 from ..backends.types import Usage
 from ..config.model import BackendConfig, Config, Price
-from ..errors import NotConfirmed, SpendRefused
+from ..errors import BackendLimitReached, NotConfirmed, SpendRefused
 from ..redact import Redactor
 from ..routing.catalog import lookup
 from ..routing.target import Target
 from . import budget, prices
-from .ledger import FAILED, INTERRUPTED, OK, UsageLedger, today
+from .ledger import FAILED, INTERRUPTED, OK, Ended, UsageLedger, today
 from .rate import Pace
 
 CURRENT_STEP: ContextVar[str | None] = ContextVar("dse_current_step", default=None)
@@ -41,6 +41,9 @@ class Ticket:
     price: Price | None
     started: float
     queued: float
+    backend: str
+    model: str
+    step_id: str | None
     cost: float | None = None
     settled: bool = False
 
@@ -64,18 +67,23 @@ class SpendControl:
         self.run_id = run_id
         self._confirm = confirm
         self._confirmed = False
+        self._declined: str | None = None
+        """Why the user's no stopped the run: a call that was waiting behind the question is refused with it, not asked again."""
         self._asking = asyncio.Lock()
         self._sleep = sleep
         self._clock = clock
         self._redactor = redactor
         self._paces: dict[str, Pace] = {}
+        self._windows: dict[tuple[str, str], int] = {}
+        self._prices: dict[tuple[str, str], Price | None] = {}
+        self._endpoints: dict[str, str] = {}
 
     async def admit(self, target: Target, request: ChatRequest) -> Ticket:
         """Wait for the call's turn and let it go, or raise SpendRefused / NotConfirmed; nothing is sent until this returns."""
         backend = self._backend(target.backend)
-        price = prices.price_of(self.config, backend, target.model)
+        price = self._price(backend, target.model)
         prompt = budget.prompt_tokens(request.messages)
-        output = request.max_tokens or lookup(target.model, backend.type, self.config.selector.models).context_window
+        output = request.max_tokens or self._window(backend, target.model)
         tokens = prompt + output
         worst = prices.cost(price, Usage(prompt, output))
         described = f"{backend.name} {target.model}"
@@ -86,34 +94,53 @@ class SpendControl:
             queued = pace.reserve(tokens)
             if queued > 0:
                 await self._sleep(queued)
-        row = self._admitted(backend, target.model, worst, described, queued) if self.ledger is not None else None
-        return Ticket(row, price, time.perf_counter(), queued)
+        step = CURRENT_STEP.get()
+        row = self._admitted(backend, target.model, worst, described, queued, step) if self._limited(backend) else None
+        return Ticket(row, price, time.perf_counter(), queued, backend.name, target.model, step)
 
-    def _admitted(self, backend: BackendConfig, model: str, worst: float | None, described: str, queued: float) -> int:
+    def _limited(self, backend: BackendConfig) -> bool:
+        """Whether a limit counts this backend's calls while they are in flight: then the row is written before the call."""
+        rpd = backend.rate_limit is not None and backend.rate_limit.rpd is not None
+        return self.ledger is not None and (self.config.budget is not None or backend.budget is not None or rpd)
+
+    def _price(self, backend: BackendConfig, model: str) -> Price | None:
+        """The model's price on this backend, looked up once: the config does not change under a run."""
+        key = (backend.name, model)
+        if key not in self._prices:
+            self._prices[key] = prices.price_of(self.config, backend, model)
+        return self._prices[key]
+
+    def _window(self, backend: BackendConfig, model: str) -> int:
+        """The most a call with no `max_tokens` can answer: the model's context window, looked up once."""
+        key = (backend.type, model)
+        if key not in self._windows:
+            self._windows[key] = lookup(model, backend.type, self.config.selector.models).context_window
+        return self._windows[key]
+
+    def _admitted(self, backend: BackendConfig, model: str, worst: float | None, described: str, queued: float, step: str | None) -> int:
         """The daily request limit and the budgets, read and the pending row written in one transaction."""
         assert self.ledger is not None
         with self.ledger.admitting() as ledger:
             day = today()
             limit = backend.rate_limit.rpd if backend.rate_limit else None
             if limit is not None and ledger.spent(day=day, backend=backend.name).calls >= limit:
-                raise SpendRefused(
+                raise BackendLimitReached(
                     f"llm.{backend.name}.rate_limit.rpd is {limit}: {backend.name} has had {limit} calls today ({day})",
-                    hint="the count starts again at midnight; raise rpd, or let a fallback backend take the call",
+                    backend=backend.name,
+                    hint="the count starts again at midnight; raise rpd, or list a backend in llm.fallback_backends to take the call",
                 )
-            limits = self._limits(backend, day)
-            reason = budget.refusal(limits, worst, described) if worst != 0 else None
-            if reason is not None:
-                raise SpendRefused(f"budget: {reason}", hint="raise the limit in the config, lower max_tokens, or use a cheaper model")
-            return ledger.begin(
-                run_id=self.run_id, step_id=CURRENT_STEP.get(), backend=backend.name, model=model, reserved=worst, rate_wait=queued
-            )
+            for only, refused in ((None, SpendRefused), (backend.name, BackendLimitReached)):
+                reason = budget.refusal(self._limits(backend, day, only), worst, described) if worst != 0 else None
+                if reason is not None:
+                    raise refused(f"budget: {reason}", hint=_budget_hint(backend, model, worst))
+            return ledger.begin(run_id=self.run_id, step_id=step, backend=backend.name, model=model, reserved=worst, rate_wait=queued)
 
-    def _limits(self, backend: BackendConfig, day: str) -> list[budget.Limit]:
+    def _limits(self, backend: BackendConfig, day: str, only: str | None) -> list[budget.Limit]:
+        """The limits of every backend together (`only` None: `llm.budget`), or of this backend alone (its `budget:`)."""
         assert self.ledger is not None
-        out = []
-        for owner, where, only in ((self.config.budget, "llm.budget", None), (backend.budget, f"llm.{backend.name}.budget", backend.name)):
-            if owner is None:
-                continue
+        owner, where = (self.config.budget, "llm.budget") if only is None else (backend.budget, f"llm.{backend.name}.budget")
+        out: list[budget.Limit] = []
+        if owner is not None:
             if owner.per_run is not None:
                 spent = self.ledger.spent(run_id=self.run_id or "", backend=only).usd
                 out.append(budget.Limit(f"{where}.per_run", owner.per_run, spent))
@@ -131,10 +158,13 @@ class SpendControl:
         async with self._asking:
             if self._confirmed:
                 return
+            if self._declined is not None:
+                raise NotConfirmed(self._declined)
             if self._confirm is None:
                 raise NotConfirmed(question + " The run stopped before sending it.", hint="run again with --yes to accept, or on a terminal to be asked")
             if not await self._confirm(question):
-                raise NotConfirmed(question + " You said no; the run stopped before sending it.")
+                self._declined = question + " You said no; the run stopped before sending it."
+                raise NotConfirmed(self._declined)
             self._confirmed = True
 
     def settle(self, ticket: Ticket | None, *, endpoint: str | None, usage: Usage | None, error: BaseException | None) -> float | None:
@@ -146,13 +176,11 @@ class SpendControl:
         ticket.settled = True
         usage = usage or Usage()
         ticket.cost = prices.cost(ticket.price, usage)
-        if ticket.row is None or self.ledger is None:
+        if self.ledger is None:
             return ticket.cost
-        outcome = OK if error is None else FAILED if isinstance(error, Exception) else INTERRUPTED
-        self.ledger.settle(
-            ticket.row,
-            endpoint=_without_userinfo(self._redactor.text(endpoint)) if endpoint else endpoint,
-            outcome=outcome,
+        ended = Ended(
+            endpoint=self._endpoint(endpoint) if endpoint else endpoint,
+            outcome=OK if error is None else FAILED if isinstance(error, Exception) else INTERRUPTED,
             error_kind=type(error).__name__ if error is not None else None,
             input_tokens=usage.prompt_tokens,
             output_tokens=usage.completion_tokens,
@@ -160,7 +188,19 @@ class SpendControl:
             latency=time.perf_counter() - ticket.started,
             cost=ticket.cost,
         )
+        if ticket.row is not None:
+            self.ledger.settle(ticket.row, ended)
+        else:
+            self.ledger.record(
+                run_id=self.run_id, step_id=ticket.step_id, backend=ticket.backend, model=ticket.model, rate_wait=ticket.queued, ended=ended
+            )
         return ticket.cost
+
+    def _endpoint(self, url: str) -> str:
+        """An endpoint as the ledger keeps it: scrubbed of secrets and of a password written into the URL; worked out once per URL."""
+        if url not in self._endpoints:
+            self._endpoints[url] = re.sub(r"//[^/@]*@", "//", self._redactor.text(url), count=1)
+        return self._endpoints[url]
 
     def cache_hit(self, target: Target) -> None:
         if self.ledger is not None:
@@ -172,6 +212,11 @@ class SpendControl:
         return backend
 
 
-def _without_userinfo(url: str) -> str:
-    """An endpoint as the ledger keeps it: a password written into the URL stays out."""
-    return re.sub(r"//[^/@]*@", "//", url, count=1)
+def _budget_hint(backend: BackendConfig, model: str, worst: float | None) -> str:
+    """What lets the call go: a price for a model that has none, else more room or a cheaper call."""
+    if worst is None:
+        return (
+            f"add its price (USD per million tokens) to the config: pricing: {{'{model}': {{input: USD, output: USD}}}}"
+            f", at the top level or under llm.{backend.name}"
+        )
+    return "raise the limit in the config, lower max_tokens, or use a cheaper model"

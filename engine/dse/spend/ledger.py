@@ -1,8 +1,9 @@
 """The usage ledger: one SQLite row for every attempt a router makes, at `<state dir>/usage.db`.
 
-A row is written when the attempt is admitted (`pending`, holding its worst-case cost) and
-settled when it ends (`ok`, `failed`, or `interrupted` by Ctrl-C), each in its own commit, so
-a run that is stopped leaves no attempt unrecorded. Budgets read their spend here, in the same
+Where a budget or a daily request limit applies, a row is written when the attempt is admitted
+(`pending`, holding its worst-case cost against the limit for every process) and settled when
+it ends; elsewhere it is written once, when it ends. It ends `ok`, `failed`, or `interrupted`
+by Ctrl-C, and is committed at once, so a run that is stopped leaves no attempt unrecorded. Budgets read their spend here, in the same
 transaction that admits a call, which is what makes a limit hold across runs and processes.
 The file is plain SQLite: `sqlite3 .dse/usage.db 'select * from calls'` works.
 """
@@ -13,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,46 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_day ON calls (day, backend);
 CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    usd REAL NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (scope, backend)
+) WITHOUT ROWID;
 """
 
 PENDING, OK, FAILED, INTERRUPTED = "pending", "ok", "failed", "interrupted"
 
-#: What a row counts against a budget: a call in flight its worst case, an ended one its cost.
-_SPENT = f"COALESCE(SUM(CASE WHEN outcome = '{PENDING}' THEN reserved ELSE cost END), 0)"
+
+def _counted(row: str) -> str:
+    """What a row counts against a budget: a call in flight its worst case, an ended one its cost (unknown: nothing)."""
+    return f"COALESCE(CASE WHEN {row}.outcome = '{PENDING}' THEN {row}.reserved ELSE {row}.cost END, 0)"
+
+
+def _add(row: str, usd: str, calls: str) -> str:
+    """A trigger statement adding to the totals of the row's backend in its run and on its day."""
+    return f"""
+    INSERT INTO totals (scope, backend, usd, calls)
+    SELECT scope, {row}.backend, {usd}, {calls} FROM (SELECT 'day:' || {row}.day AS scope UNION ALL SELECT 'run:' || {row}.run_id)
+    WHERE scope IS NOT NULL
+    ON CONFLICT (scope, backend) DO UPDATE SET usd = usd + excluded.usd, calls = calls + excluded.calls;"""
+
+
+_TOTALS = f"""
+CREATE TRIGGER IF NOT EXISTS calls_added AFTER INSERT ON calls WHEN NOT NEW.from_cache
+BEGIN {_add("NEW", _counted("NEW"), "1")} END;
+CREATE TRIGGER IF NOT EXISTS calls_settled AFTER UPDATE OF outcome, cost, reserved ON calls WHEN NOT NEW.from_cache
+BEGIN {_add("NEW", f"{_counted('NEW')} - {_counted('OLD')}", "0")} END;
+CREATE TRIGGER IF NOT EXISTS calls_removed AFTER DELETE ON calls WHEN NOT OLD.from_cache
+BEGIN {_add("OLD", f"-{_counted('OLD')}", "-1")} END;
+"""
+"""Spend per run and per day for each backend, kept by SQLite in the statement that writes a row.
+
+So a budget check reads a row per backend however long the ledger grows, and every process's
+rows count, in its own transaction. Answers from the cache count nowhere; a row is settled,
+never moved to another run, day or backend.
+"""
 
 GROUPS = {"backend": "backend", "model": "backend || ':' || model", "day": "day", "run": "run_id", "step": "run_id || '/' || step_id"}
 
@@ -55,6 +90,23 @@ GROUPS = {"backend": "backend", "model": "backend || ':' || model", "day": "day"
 def today(at: float | None = None) -> str:
     """The local calendar day a per-day limit counts in."""
     return time.strftime("%Y-%m-%d", time.localtime(at))
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an attempt ended, as its row keeps it."""
+
+    endpoint: str | None
+    outcome: str
+    error_kind: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    latency: float
+    cost: float | None
+
+    def values(self) -> tuple[Any, ...]:
+        return astuple(self)
 
 
 @dataclass(frozen=True)
@@ -74,7 +126,7 @@ class UsageLedger:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + _TOTALS)
 
     def close(self) -> None:
         self._db.close()
@@ -91,8 +143,11 @@ class UsageLedger:
         self._db.execute("COMMIT")
 
     def spent(self, *, run_id: str | None = None, day: str | None = None, backend: str | None = None) -> Spent:
-        where, args = _where(run_id=run_id, day=day, backend=backend, cached=False)
-        usd, calls = self._db.execute(f"SELECT {_SPENT}, COUNT(*) FROM calls {where}", args).fetchone()
+        """What counts against a limit in one run or on one day, for one backend or (None) all of them."""
+        assert (run_id is None) != (day is None), "a limit counts in one run or on one day"
+        scope = f"run:{run_id}" if run_id is not None else f"day:{day}"
+        only, args = ("AND backend = ?", (scope, backend)) if backend is not None else ("", (scope,))
+        usd, calls = self._db.execute(f"SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(calls), 0) FROM totals WHERE scope = ? {only}", args).fetchone()
         return Spent(float(usd), int(calls))
 
     @contextmanager
@@ -111,22 +166,19 @@ class UsageLedger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def settle(
-        self,
-        row: int,
-        *,
-        endpoint: str | None,
-        outcome: str,
-        error_kind: str | None,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        latency: float,
-        cost: float | None,
-    ) -> None:
+    def settle(self, row: int, ended: Ended) -> None:
         self._db.execute(
             "UPDATE calls SET endpoint=?, outcome=?, error_kind=?, input_tokens=?, output_tokens=?, cached_tokens=?, latency=?, cost=? WHERE id=?",
-            (endpoint, outcome, error_kind, input_tokens, output_tokens, cached_tokens, latency, cost, row),
+            (*ended.values(), row),
+        )
+
+    def record(self, *, run_id: str | None, step_id: str | None, backend: str, model: str, rate_wait: float, ended: Ended) -> None:
+        """An attempt no limit had to hold a place for, written once when it ended: one commit instead of two."""
+        now = time.time() - ended.latency
+        self._db.execute(
+            "INSERT INTO calls (at, day, run_id, step_id, backend, model, rate_wait, endpoint, outcome, error_kind,"
+            " input_tokens, output_tokens, cached_tokens, latency, cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (now, today(now), run_id, step_id, backend, model, rate_wait, *ended.values()),
         )
 
     def cache_hit(self, *, run_id: str | None, step_id: str | None, backend: str, model: str) -> None:
@@ -183,18 +235,13 @@ class UsageLedger:
         return [dict(zip(names, values)) for values in cursor.fetchall()]
 
 
-def _where(
-    *, run_id: str | None = None, day: str | None = None, backend: str | None = None, since: float | None = None, cached: bool | None = None
-) -> tuple[str, list[Any]]:
+def _where(*, run_id: str | None = None, since: float | None = None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
-    for column, value in (("run_id", run_id), ("day", day), ("backend", backend)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            args.append(value)
+    if run_id is not None:
+        clauses.append("run_id = ?")
+        args.append(run_id)
     if since is not None:
         clauses.append("at >= ?")
         args.append(since)
-    if cached is False:
-        clauses.append("from_cache = 0")
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), args

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..backends.types import Usage
 from ..config.model import BackendConfig, Config, Price
-from ..routing.catalog import is_local, lookup
+from ..routing.catalog import catalog_name, is_local
 
 TAKEN = "2025-01-15"
 """When the built-in prices were read off the vendors' pricing pages (USD per million tokens)."""
@@ -33,20 +33,16 @@ def price_of(config: Config, backend: BackendConfig, model: str) -> Price | None
     """The backend's `pricing:`, then the config's, then 0 for a local server, then the built-in table.
 
     The built-in table knows a model by the catalog's name for it, so `claude-3-haiku` and
-    OpenRouter's `anthropic/claude-3-haiku` are priced as `claude-3-haiku-20240307`.
+    OpenRouter's `anthropic/claude-3-haiku` are priced as `claude-3-haiku-20240307`; a dated
+    snapshot the table does not list (`gpt-4o-2024-05-13`) has no known price, since vendors
+    price snapshots apart.
     """
     for table in (backend.pricing, config.pricing):
         if model in table:
             return table[model]
     if is_local(backend.type):
         return FREE
-    for name in (model, model.rsplit("/", 1)[-1]):
-        if name in BUILT_IN:
-            return BUILT_IN[name]
-        info = lookup(name, backend.type)
-        if info.known and info.name in BUILT_IN:
-            return BUILT_IN[info.name]
-    return None
+    return BUILT_IN.get(model) or BUILT_IN.get(catalog_name(model) or model.rsplit("/", 1)[-1])
 
 
 def cost(price: Price | None, usage: Usage) -> float | None:

@@ -1,19 +1,25 @@
 """A backend's `rate_limit`: each call is given the moment it may go, and waits for it rather than fail.
 
 Requests per minute space calls evenly, `60 / rpm` seconds apart, with no burst: a server
-that counts per second never sees two at once. Tokens per minute are a bucket of `tpm` that
-refills continuously; a call takes its estimate (prompt plus `max_tokens`). Both are
-reservations made at once in the event loop, so calls that arrive together queue in order
-without a lock. They hold per process; requests per day are counted in the usage ledger.
+that counts per second never sees two at once. Tokens per minute hold over any sliding minute,
+as a server counts them: a call takes its estimate (prompt plus `max_tokens`, at most `tpm`)
+and goes once the calls started in the 60 seconds before it leave room for it. Turns are
+given in arrival order, each no earlier than the one before, and both are reservations made at
+once in the event loop, so calls that arrive together queue in order without a lock. They hold
+per process; requests per day are counted in the usage ledger.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config.model import RateLimit
+
+WINDOW = 60.0
+"""Seconds in the minute that `rpm` and `tpm` count over."""
 
 
 @dataclass
@@ -22,28 +28,29 @@ class Pace:
 
     limit: RateLimit
     clock: Callable[[], float] = time.monotonic
-    _next: float = field(default=float("-inf"), init=False)
-    _tokens: float = field(default=0.0, init=False)
-    _filled_at: float | None = field(default=None, init=False)
+    _last: float = field(default=float("-inf"), init=False)
+    _started: deque[tuple[float, int]] = field(default_factory=deque, init=False)
+    """(start, tokens) of the calls whose start may still be within a minute of the next one's, oldest first."""
+    _held: int = field(default=0, init=False)
+    """The tokens in `_started`."""
 
     def reserve(self, tokens: int) -> float:
         """Seconds this call must wait for its turn; the turn is taken now."""
         now = self.clock()
-        at = now
-        if self.limit.rpm:
-            at = max(at, self._next)
-            self._next = at + 60.0 / self.limit.rpm
+        at = max(now, self._last + WINDOW / self.limit.rpm) if self.limit.rpm else max(now, self._last)
         if self.limit.tpm:
-            at = max(at, self._bucket(now, min(tokens, self.limit.tpm)))
+            at = self._room(at, min(tokens, self.limit.tpm))
+        self._last = at
         return at - now
 
-    def _bucket(self, now: float, tokens: int) -> float:
-        """When `tokens` are in the bucket; taken from it now, so the level may go below zero for later callers to wait out."""
+    def _room(self, at: float, tokens: int) -> float:
+        """The first moment from `at` when the minute before it leaves room for `tokens`; they are taken then."""
         assert self.limit.tpm
-        rate = self.limit.tpm / 60.0
-        if self._filled_at is None:
-            self._tokens, self._filled_at = float(self.limit.tpm), now
-        self._tokens = min(float(self.limit.tpm), self._tokens + (now - self._filled_at) * rate)
-        self._filled_at = now
-        self._tokens -= tokens
-        return now if self._tokens >= 0 else now - self._tokens / rate
+        started = self._started
+        while started and (started[0][0] <= at - WINDOW or self._held + tokens > self.limit.tpm):
+            start, taken = started.popleft()
+            self._held -= taken
+            at = max(at, start + WINDOW)
+        started.append((at, tokens))
+        self._held += tokens
+        return at

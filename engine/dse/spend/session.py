@@ -7,11 +7,13 @@ directory, which a cluster's workers must share, as `local:N` workers on this ma
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.model import Config
+from ..errors import DseError
 from ..redact import Redactor
 from ..routing import Router, Target
 from ..workflow.steps.base import ChatCaller
@@ -40,14 +42,20 @@ async def _yes(question: str) -> bool:
 
 
 class SpendSession:
+    """Opens both files or neither: a cache that cannot be opened closes the ledger again before its error goes up."""
+
     def __init__(self, plan: SpendPlan, config: Config, *, confirm: Confirm | None = None) -> None:
         state = Path(plan.state_dir)
         self.redactor = Redactor([secret.reveal() for secret in config.secrets])
-        self.ledger = ledger.UsageLedger(state / ledger.FILE)
+        self.ledger = _ledger(state / ledger.FILE)
+        try:
+            self.cache = cache.ResponseCache(state / cache.FILE) if plan.cache else None
+        except BaseException:
+            self.ledger.close()
+            raise
         self.control = SpendControl(
             config, self.ledger, run_id=plan.run_id, confirm=_yes if plan.assume_yes else confirm, redactor=self.redactor
         )
-        self.cache = cache.ResponseCache(state / cache.FILE) if plan.cache else None
         self._mode = plan.cache_mode
 
     def caller(self, router: Router) -> ChatCaller:
@@ -58,6 +66,19 @@ class SpendSession:
         return cache.CachedCaller(router, self.cache, spend=self.control, mode=self._mode, redactor=self.redactor)
 
     def close(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
-        self.ledger.close()
+        try:
+            if self.cache is not None:
+                self.cache.close()
+        finally:
+            self.ledger.close()
+
+
+def _ledger(path: Path) -> ledger.UsageLedger:
+    """The ledger, or an error that names its file and what to do, not SQLite's traceback."""
+    try:
+        return ledger.UsageLedger(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise DseError(
+            f"the usage ledger {path} cannot be used: {exc}",
+            hint=f"move {path} aside (it is the record of past calls' tokens and cost); the next run starts a new one",
+        ) from exc
