@@ -27,6 +27,8 @@ examples:
   dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
   dse run --resume 20261122-043012-3f9a                redo only what did not finish in that run
   dse runs                                            recorded runs; `dse show RUN_ID` for one in full
+  dse usage --since 7d --by backend,model             tokens and USD per backend and model, from the usage ledger
+  dse cache stats                                     the response cache: hits, misses, hit rate, size
   dse plan workflows/review.yaml                      which backend and model each step gets, and why
   dse graph workflows/review.yaml                     the step graph as Mermaid (or --format dot)
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
@@ -50,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dse {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+    def command(
+        name: str, help_text: str, example: str, under: argparse._SubParsersAction[argparse.ArgumentParser] = commands
+    ) -> argparse.ArgumentParser:
+        sub = under.add_parser(
             name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -118,6 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
     show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
     show_run.add_argument("run_id")
+    usage = command(
+        "usage",
+        "tokens, calls and USD from the usage ledger (<state dir>/usage.db), per backend, model, day, run or step",
+        "dse usage                                   per backend, every call recorded\n"
+        "  dse usage --since 7d --by backend,model     the last 7 days, per backend and model\n"
+        "  dse usage --since 2026-11-28 --by day       per day since that date (local time)\n"
+        "  dse usage --run 20261122-043012-3f9a --by step --json | jq .total.cost",
+    )
+    usage.add_argument("--since", metavar="WHEN", help="only calls since a date (2026-11-28), a date and time (2026-11-28T09:30), or a span back from now (7d, 24h, 30m)")
+    usage.add_argument("--run", metavar="RUN_ID", help="only the calls of this run (and its resumptions)")
+    usage.add_argument(
+        "--by", action="append", metavar="GROUP", help="group by backend, model, day, run or step; comma-separated or repeated (default: backend)"
+    )
+
+    cache = commands.add_parser(
+        "cache",
+        help="the response cache (<state dir>/cache.db): its hit rate and size, or empty it",
+        description="The response cache keeps answers under a hash of the whole request; a hit sends nothing and costs nothing.",
+        epilog="examples:\n  dse cache stats\n  dse cache clear",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="SUBCOMMAND", required=True)
+    command("stats", "hits, misses, hit rate, entries and size of the response cache", "dse cache stats --json", under=cache_commands)
+    command("clear", "remove every cached answer and the hit and miss counts", "dse cache clear", under=cache_commands)
+
     graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")
     graph.add_argument("workflow")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
@@ -218,6 +247,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "init": _init,
         "changes": _changes,
         "save": _save,
+        "usage": _usage,
+        "cache": _cache,
     }[args.command]
     try:
         return handler(args)
@@ -394,6 +425,95 @@ def _runs(args: argparse.Namespace) -> int:
 
     records = list_runs(_state_dir(args))
     print(json.dumps([r.summary() for r in records], indent=2) if args.json else console.runs_text(records))
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    """Read the ledger, never create it: asking what was spent writes nothing where nothing was."""
+    import time
+
+    from . import console
+    from .spend import ledger
+
+    by = _groups(args.by)
+    since = _since(args.since) if args.since is not None else None
+    path = _state_dir(args) / ledger.FILE
+    groups: list[dict[str, Any]] = []
+    if path.is_file():
+        opened = ledger.UsageLedger(path)
+        try:
+            groups = opened.report(by=by, since=since, run_id=args.run)
+        finally:
+            opened.close()
+    if args.json:
+        document = {"ledger": str(path), "by": by, "since": since, "run": args.run, "groups": groups, "total": console.usage_total(groups)}
+        print(json.dumps(document, indent=2))
+        return 0
+    where = f"in {path}"
+    if since is not None:
+        where += f" since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}"
+    if args.run is not None:
+        where += f" for run {args.run}"
+    print(console.usage_text(groups, by, where))
+    return 0
+
+
+def _groups(values: list[str] | None) -> list[str]:
+    """`--by backend,model --by day` as a list of ledger groups, each once, in the order given."""
+    from .spend.ledger import GROUPS
+
+    names = [name.strip() for value in values or ["backend"] for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in GROUPS]
+    if unknown or not names:
+        raise InputError(f"--by {unknown[0] if unknown else ''!r}: expected {', '.join(GROUPS)}", hint="dse usage --by backend,model")
+    return list(dict.fromkeys(names))
+
+
+_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _since(text: str) -> float:
+    """`--since`: a span back from now (7d, 24h, 30m), or a date or date and time, local unless it names its zone."""
+    import re
+    import time
+    from datetime import datetime
+
+    span = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", text)
+    if span:
+        return max(0.0, time.time() - float(span.group(1)) * _SPAN_UNITS[span.group(2)])
+    try:
+        return max(0.0, datetime.fromisoformat(text.strip()).timestamp())
+    except (ValueError, OverflowError, OSError):
+        raise InputError(
+            f"--since {text!r}: expected a date (2026-11-28), a date and time (2026-11-28T09:30), or a span back from now (7d, 24h, 30m)"
+        ) from None
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """`dse cache stats|clear`; a cache that was never written is empty, and is not created by asking.
+
+    A damaged cache file is `StateFileUnusable`, an error that names the file, not a traceback.
+    """
+    from . import console
+    from .spend.cache import FILE, ResponseCache
+
+    path = _state_dir(args) / FILE
+    clear = args.cache_command == "clear"
+    stats, removed = None, 0
+    if path.is_file():
+        opened = ResponseCache(path)
+        try:
+            if clear:
+                removed = opened.clear()
+            else:
+                stats = opened.stats()
+        finally:
+            opened.close()
+    if clear:
+        print(json.dumps({"path": str(path), "removed": removed}) if args.json else f"removed {removed} cached answers from {path}")
+        return 0
+    data = console.cache_data(str(path), stats)
+    print(json.dumps(data, indent=2) if args.json else console.cache_text(data))
     return 0
 
 

@@ -8,12 +8,14 @@ import time
 from dataclasses import asdict
 from typing import IO, TYPE_CHECKING, Any
 
+from .workflow.journal import Spend
 from .workflow.results import StepResult
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from .routing.selector import Ranked
+    from .spend.cache import CacheStats
     from .status import BackendReport, BalanceReport
     from .workflow import Plan, RunResult, Workflow
     from .workflow.journal import RunJournal, RunRecord
@@ -43,6 +45,8 @@ def step_line(result: StepResult) -> str:
     if result.status in ("done", "failed"):
         if result.kind == "llm":
             parts.append(f"tokens {result.prompt_tokens}+{result.completion_tokens}")
+        if result.cost != 0:
+            parts.append(money(result.cost))
         parts.append(f"{result.seconds:.2f}s")
         if result.first_token is not None:
             parts.append(f"first token {result.first_token:.2f}s")
@@ -50,6 +54,10 @@ def step_line(result: StepResult) -> str:
             parts.append(f"calls {result.calls}")
         if result.attempts > max(result.calls, 1):
             parts.append(f"attempts {result.attempts}")
+        if result.cached_calls:
+            parts.append("cached" if result.cached_calls >= result.calls else f"{result.cached_calls}/{result.calls} cached")
+        if result.rate_waited > 0:
+            parts.append(f"waited {result.rate_waited:.1f}s for rate limit")
         cut = truncation(result)
         if cut:
             parts.append(cut)
@@ -58,6 +66,34 @@ def step_line(result: StepResult) -> str:
     if result.error and result.status != "running":
         parts.append(f"- {printable(result.error)}")
     return "  ".join(parts)
+
+
+def money(cost: float | None) -> str:
+    """USD as a person reads it: `$0.0012`; an unknown price says so, never `$0`."""
+    if cost is None:
+        return "price unknown"
+    if cost == 0:
+        return "$0"
+    return f"${cost:.2f}" if cost >= 1 else f"${cost:.4f}" if cost >= 0.0001 else f"${cost:.6f}"
+
+
+def cost_text(priced: float, unknown: bool) -> str:
+    """A total's cost: what the priced calls cost, plus "price unknown" where some call has no price, never shown as $0."""
+    if not unknown:
+        return money(priced)
+    return f"{money(priced)} + price unknown" if priced else "price unknown"
+
+
+PRICE_HINT = "give a model with no known price one under `pricing:` in the config (USD per million tokens)"
+
+
+def spend_line(spend: Spend) -> str:
+    """A run's tokens, cost, calls the cache answered and rate-limit waits, on one line (and a hint for an unknown price)."""
+    line = f"spent: {spend.prompt_tokens} input + {spend.completion_tokens} output tokens, {cost_text(spend.priced_cost, spend.cost is None)}"
+    line += f"; {spend.calls} calls, {spend.cached_calls} answered by the cache"
+    if spend.rate_waited > 0:
+        line += f"; waited {spend.rate_waited:.1f}s for rate limits"
+    return line + (f"\n  ({PRICE_HINT})" if spend.cost is None else "")
 
 
 def truncation(result: StepResult) -> str | None:
@@ -133,8 +169,17 @@ class Progress:
         self.stream.flush()
 
 
+def run_spend(result: RunResult) -> Spend:
+    """What this invocation spent: a step reused from the run it resumes was paid for, and counted, there."""
+    return Spend.of(step for step in result.steps.values() if not step.reused)
+
+
 def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
+    spend = run_spend(result)
+    if spend.calls or spend.prompt_tokens or spend.completion_tokens:
+        reused = sum(step.reused for step in result.steps.values())
+        lines.append(spend_line(spend) + (f" - {reused} steps reused from the resumed run are not counted again" if reused else ""))
     lines += calls_lines(calls)
     lines += [f"step {step.id}: {cut}" for step in result.steps.values() if (cut := truncation(step))]
     for name, value in result.outputs.items():
@@ -156,6 +201,7 @@ def run_json(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
         "steps": [asdict(r) for r in result.steps.values()],
         "outputs": result.outputs,
         "calls_per_endpoint": calls,
+        "spend": run_spend(result).as_dict(),
     }
     return json.dumps(document, indent=2, default=str)
 
@@ -286,8 +332,91 @@ def runs_text(records: list[RunRecord]) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started"])) if summary["started"] else "-"
         steps = summary["problem"] or ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items()))
         seconds = f"{summary['seconds']:.1f}s" if summary["seconds"] is not None else "-"
-        lines.append(f"{record.id}  {summary['workflow'] or '-':<16} {summary['status']:<18} {when}  {seconds:>8}  {steps}")
+        spend = record.spend
+        tokens = f"{spend.prompt_tokens}+{spend.completion_tokens}" if spend.calls or spend.prompt_tokens or spend.completion_tokens else "-"
+        lines.append(
+            f"{record.id}  {summary['workflow'] or '-':<16} {summary['status']:<18} {when}  {seconds:>8}  "
+            f"tokens {tokens:<11} {cost_text(spend.priced_cost, spend.cost is None):>13}  {steps}"
+        )
     return "\n".join(lines)
+
+
+_SUMMED = ("attempts", "ok", "failed", "interrupted", "pending", "cached_calls", "input_tokens", "output_tokens", "cached_tokens", "priced_cost", "unpriced", "latency")
+
+
+def usage_total(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The groups added up (they split the same rows); the cost is unknown when any group's is."""
+    total: dict[str, Any] = {name: sum(group[name] for group in groups) for name in _SUMMED}
+    total["cost"] = None if total["unpriced"] else total["priced_cost"]
+    total["first_at"] = min((group["first_at"] for group in groups), default=None)
+    total["last_at"] = max((group["last_at"] for group in groups), default=None)
+    return total
+
+
+def usage_cost(record: dict[str, Any]) -> str:
+    return cost_text(record["priced_cost"], bool(record["unpriced"]))
+
+
+def usage_text(groups: list[dict[str, Any]], by: list[str], where: str) -> str:
+    """A table of the ledger's totals per group, then the total; `where` says which ledger and which calls."""
+    if not groups:
+        return f"no usage recorded {where}"
+    counts = ["ok", "failed", *(name for name in ("interrupted", "pending") if any(group[name] for group in groups))]
+    rows = [
+        {
+            **{name: group[name] for name in by},
+            "calls": group["attempts"],
+            **{name: group[name] for name in counts},
+            "cached": group["cached_calls"],
+            "input": group["input_tokens"],
+            "output": group["output_tokens"],
+            "cost": usage_cost(group),
+        }
+        for group in groups
+    ]
+    total = usage_total(groups)
+    outcomes = ", ".join(f"{total[name]} {name}" for name in counts)
+    lines = [
+        f"usage {where}",
+        "",
+        table(rows, [*by, "calls", *counts, "cached", "input", "output", "cost"]),
+        "",
+        f"total: {total['attempts']} calls ({outcomes}, {total['cached_calls']} answered by the cache), "
+        f"tokens {total['input_tokens']} in + {total['output_tokens']} out, cost {usage_cost(total)}",
+    ]
+    if total["unpriced"]:
+        lines.append(f"price unknown for {total['unpriced']} calls: {PRICE_HINT}")
+    return "\n".join(lines)
+
+
+def size_text(size: int) -> str:
+    """Bytes as a person reads them: `12.3 KiB (12595 bytes)`."""
+    scaled, unit = float(size), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, bigger
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:.1f} {unit} ({size} bytes)"
+
+
+def cache_data(path: str, stats: CacheStats | None) -> dict[str, Any]:
+    """`dse cache stats --json`: an absent cache file reads as an empty cache."""
+    if stats is None:
+        return {"path": path, "exists": False, "hits": 0, "misses": 0, "hit_rate": None, "entries": 0, "bytes": 0}
+    return {"path": path, "exists": True, **asdict(stats), "hit_rate": stats.hit_rate}
+
+
+def cache_text(data: dict[str, Any]) -> str:
+    if not data["exists"]:
+        return f"response cache {data['path']}: empty (nothing cached yet)"
+    rate = "-" if data["hit_rate"] is None else f"{data['hit_rate']:.1%}"
+    return "\n".join(
+        [
+            f"response cache {data['path']}",
+            f"  hits {data['hits']}, misses {data['misses']}, hit rate {rate}",
+            f"  entries {data['entries']}, {size_text(data['bytes'])}",
+        ]
+    )
 
 
 def show_text(record: RunRecord) -> str:
@@ -296,6 +425,7 @@ def show_text(record: RunRecord) -> str:
         f"run {record.id}: {meta.get('workflow_name')} ({meta.get('workflow')}) - {record.status}",
         f"config: {meta.get('config')}",
         f"inputs: {json.dumps(meta.get('inputs'), default=str)}",
+        spend_line(record.spend),
         *calls_lines(record.calls),
     ]
     for step in record.steps.values():

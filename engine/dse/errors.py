@@ -132,6 +132,10 @@ class QueueTimeout(BackendUnavailable):
     """A call waited `queue_timeout` seconds without an endpoint slot coming free."""
 
 
+class StateFileUnusable(InputError):
+    """A file dse keeps under the state directory (the usage ledger, the response cache) is damaged or cannot be written."""
+
+
 class SpendRefused(DseError):
     """A call was not sent because it would cross a budget or a daily request limit; the step fails, the run goes on."""
 

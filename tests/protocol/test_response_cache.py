@@ -32,7 +32,8 @@ from dse.config.model import CacheSettings
 from dse.runner import prepare, run_workflow
 from dse.routing import Target
 from dse.spend import CachedCaller, ResponseCache
-from dse.spend.cache import FILE, CacheUnusable, request_key
+from dse.errors import StateFileUnusable
+from dse.spend.cache import FILE, request_key
 from dse.spend.ledger import FILE as LEDGER, UsageLedger
 from dse.workflow import RunResult
 from dse.workflow.journal import read_run, run_directory
@@ -343,10 +344,10 @@ def test_a_cache_file_that_cannot_be_used_is_one_clear_error(
         (runs.state / FILE).mkdir()
     else:
         (runs.state / FILE).write_bytes(b"these bytes are no SQLite file" * 100)
-    with pytest.raises(CacheUnusable) as info:
+    with pytest.raises(StateFileUnusable) as info:
         ResponseCache(runs.state / FILE)
     assert str(runs.state / FILE) in str(info.value) and "--cache off" in str(info.value)
-    assert runs.cli(workflow(), config(runs.stub.url)) == 1
+    assert runs.cli(workflow(), config(runs.stub.url)) == 2
     err = capsys.readouterr().err
     assert "dse: error: the response cache" in err and "Traceback" not in err
     assert runs.sent == 0, "nothing was sent"

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from typing import Any
 from ..backends import ChatResponse, Message
 from ..backends.types import Attempt, JsonOutput, StreamChunk, Usage
 from ..config.model import CacheSettings
-from ..errors import DseError
 from ..redact import Redactor
 from ..routing.target import Target
 from ..workflow.steps.base import ChatCaller
+from . import store
 from .control import SpendControl
 
 FILE = "cache.db"
@@ -70,46 +69,25 @@ class CacheStats:
         return self.hits / looked if looked else None
 
 
-class CacheUnusable(DseError):
-    """The cache file cannot be opened, read or written (damaged, not a database, a full disk): said once, plainly."""
-
-
-@contextmanager
-def _sqlite(path: Path) -> Iterator[None]:
-    """SQLite's and the file system's errors as a `CacheUnusable` naming the file and what to do, not a traceback."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise CacheUnusable(
-            f"the response cache {path} cannot be used: {exc}",
-            hint=f"delete {path} (it holds nothing but cached answers), or run with --cache off",
-        ) from exc
+def _guarded(path: Path) -> AbstractContextManager[None]:
+    return store.guarded(path, "response cache", f"delete {path} (it holds nothing but cached answers), or run with --cache off")
 
 
 class ResponseCache:
     """Lookups and writes are single statements; hit and miss counts are kept in memory and added up on `close`.
 
-    Every process opens its own connection; WAL lets runs read while another writes, and a
-    writer waits up to 30 s for another's statement rather than fail.
+    Every process opens its own connection (`store.connect`), so concurrent runs share the file.
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
         self.hits = self.misses = 0
-        with _sqlite(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(_SCHEMA)
-            except BaseException:
-                self._db.close()
-                raise
+        with _guarded(path):
+            self._db = store.connect(path, _SCHEMA)
 
     def get(self, key: str, ttl: float) -> dict[str, Any] | None:
-        with _sqlite(self.path):
+        with _guarded(self.path):
             row = self._db.execute("SELECT stored_at, answer FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None or self._clock() - row[0] > ttl:
             self.misses += 1
@@ -119,21 +97,21 @@ class ResponseCache:
         return answer
 
     def put(self, key: str, backend: str, model: str, answer: Mapping[str, Any]) -> None:
-        with _sqlite(self.path):
+        with _guarded(self.path):
             self._db.execute(
                 "INSERT OR REPLACE INTO answers (key, stored_at, backend, model, answer) VALUES (?,?,?,?,?)",
                 (key, self._clock(), backend, model, json.dumps(answer)),
             )
 
     def stats(self) -> CacheStats:
-        with _sqlite(self.path):
+        with _guarded(self.path):
             counts = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
             entries, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(answer)), 0) FROM answers").fetchone()
         return CacheStats(counts.get("hits", 0) + self.hits, counts.get("misses", 0) + self.misses, entries, size)
 
     def clear(self) -> int:
         """Forget every answer and the counts; returns how many answers there were."""
-        with _sqlite(self.path):
+        with _guarded(self.path):
             entries = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
             self._db.execute("DELETE FROM answers")
             self._db.execute("DELETE FROM counters")
@@ -145,7 +123,7 @@ class ResponseCache:
         """Add this connection's hit and miss counts to the file's, in one transaction, and close; the connection closes whatever happens."""
         try:
             if self.hits or self.misses:
-                with _sqlite(self.path):
+                with _guarded(self.path):
                     self._flush_counts()
                 self.hits = self.misses = 0
         finally:

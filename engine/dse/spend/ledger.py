@@ -13,10 +13,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
+
+from . import store
 
 FILE = "usage.db"
 
@@ -121,33 +123,39 @@ class UsageLedger:
     """One open connection; every method is one short transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA + _TOTALS)
+        with self.guarded():
+            self._db = store.connect(path, _SCHEMA + _TOTALS)
+
+    def guarded(self) -> AbstractContextManager[None]:
+        """Around every use: a damaged file or a full disk is an error naming the file, not a traceback."""
+        hint = f"move {self.path} aside (it is the record of past calls' tokens and cost); the next run starts a new one"
+        return store.guarded(self.path, "usage ledger", hint)
 
     def close(self) -> None:
         self._db.close()
 
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self.guarded():
+            return self._db.execute(sql, args)
+
     @contextmanager
     def _immediate(self) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front, so a check and the row it admits are one step for every process."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._run("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._run("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        self._run("COMMIT")
 
     def spent(self, *, run_id: str | None = None, day: str | None = None, backend: str | None = None) -> Spent:
         """What counts against a limit in one run or on one day, for one backend or (None) all of them."""
         assert (run_id is None) != (day is None), "a limit counts in one run or on one day"
         scope = f"run:{run_id}" if run_id is not None else f"day:{day}"
         only, args = ("AND backend = ?", (scope, backend)) if backend is not None else ("", (scope,))
-        usd, calls = self._db.execute(f"SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(calls), 0) FROM totals WHERE scope = ? {only}", args).fetchone()
+        usd, calls = self._run(f"SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(calls), 0) FROM totals WHERE scope = ? {only}", args).fetchone()
         return Spent(float(usd), int(calls))
 
     @contextmanager
@@ -159,7 +167,7 @@ class UsageLedger:
     def begin(self, *, run_id: str | None, step_id: str | None, backend: str, model: str, reserved: float | None, rate_wait: float) -> int:
         """A pending row for an attempt about to be sent; its id settles it."""
         now = time.time()
-        cursor = self._db.execute(
+        cursor = self._run(
             "INSERT INTO calls (at, day, run_id, step_id, backend, model, outcome, reserved, rate_wait) VALUES (?,?,?,?,?,?,?,?,?)",
             (now, today(now), run_id, step_id, backend, model, PENDING, reserved, rate_wait),
         )
@@ -167,7 +175,7 @@ class UsageLedger:
         return cursor.lastrowid
 
     def settle(self, row: int, ended: Ended) -> None:
-        self._db.execute(
+        self._run(
             "UPDATE calls SET endpoint=?, outcome=?, error_kind=?, input_tokens=?, output_tokens=?, cached_tokens=?, latency=?, cost=? WHERE id=?",
             (*ended.values(), row),
         )
@@ -175,7 +183,7 @@ class UsageLedger:
     def record(self, *, run_id: str | None, step_id: str | None, backend: str, model: str, rate_wait: float, ended: Ended) -> None:
         """An attempt no limit had to hold a place for, written once when it ended: one commit instead of two."""
         now = time.time() - ended.latency
-        self._db.execute(
+        self._run(
             "INSERT INTO calls (at, day, run_id, step_id, backend, model, rate_wait, endpoint, outcome, error_kind,"
             " input_tokens, output_tokens, cached_tokens, latency, cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (now, today(now), run_id, step_id, backend, model, rate_wait, *ended.values()),
@@ -184,7 +192,7 @@ class UsageLedger:
     def cache_hit(self, *, run_id: str | None, step_id: str | None, backend: str, model: str) -> None:
         """A call answered from the response cache: nothing was sent, nothing was spent."""
         now = time.time()
-        self._db.execute(
+        self._run(
             "INSERT INTO calls (at, day, run_id, step_id, backend, model, endpoint, outcome, cost, from_cache, latency)"
             " VALUES (?,?,?,?,?,?,?,?,0,1,0)",
             (now, today(now), run_id, step_id, backend, model, "cache", OK),
@@ -216,7 +224,7 @@ class UsageLedger:
             ]
         )
         group = f"GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}" if by else ""
-        rows = self._db.execute(f"SELECT {select} FROM calls {where} {group}", args)
+        rows = self._run(f"SELECT {select} FROM calls {where} {group}", args)
         names = [d[0] for d in rows.description]
         out = []
         for values in rows.fetchall():
@@ -230,7 +238,7 @@ class UsageLedger:
     def rows(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
         """Every row, oldest first: for tests and for `dse usage --rows`."""
         where, args = _where(run_id=run_id)
-        cursor = self._db.execute(f"SELECT * FROM calls {where} ORDER BY id", args)
+        cursor = self._run(f"SELECT * FROM calls {where} ORDER BY id", args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values)) for values in cursor.fetchall()]
 

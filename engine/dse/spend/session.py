@@ -7,13 +7,11 @@ directory, which a cluster's workers must share, as `local:N` workers on this ma
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.model import Config
-from ..errors import DseError
 from ..redact import Redactor
 from ..routing import Router, Target
 from ..workflow.steps.base import ChatCaller
@@ -47,7 +45,7 @@ class SpendSession:
     def __init__(self, plan: SpendPlan, config: Config, *, confirm: Confirm | None = None) -> None:
         state = Path(plan.state_dir)
         self.redactor = Redactor([secret.reveal() for secret in config.secrets])
-        self.ledger = _ledger(state / ledger.FILE)
+        self.ledger = ledger.UsageLedger(state / ledger.FILE)
         try:
             self.cache = cache.ResponseCache(state / cache.FILE) if plan.cache else None
         except BaseException:
@@ -72,13 +70,3 @@ class SpendSession:
         finally:
             self.ledger.close()
 
-
-def _ledger(path: Path) -> ledger.UsageLedger:
-    """The ledger, or an error that names its file and what to do, not SQLite's traceback."""
-    try:
-        return ledger.UsageLedger(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise DseError(
-            f"the usage ledger {path} cannot be used: {exc}",
-            hint=f"move {path} aside (it is the record of past calls' tokens and cost); the next run starts a new one",
-        ) from exc

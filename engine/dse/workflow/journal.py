@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import InputError, Location
 from ..redact import Redactor
+from .results import StepResult
 
 RUNS = "runs"
 # Events written once per fan-out item: flushed to the OS each, fsync'd at most every _SYNC_EVERY seconds.
@@ -129,11 +130,53 @@ def run_directory(state_dir: Path, run_id: str) -> Path:
 
 
 @dataclass
+class Spend:
+    """Tokens and USD that steps took: `cost` is None once any part's price is unknown, never counted as 0.
+
+    `priced_cost` is what the parts with a known price cost; `calls` is how many calls the steps
+    made, `cached_calls` how many of them the response cache answered, `rate_waited` the
+    seconds they waited for rate-limit turns.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = 0.0
+    priced_cost: float = 0.0
+    calls: int = 0
+    cached_calls: int = 0
+    rate_waited: float = 0.0
+
+    def add(self, step: Mapping[str, Any] | StepResult | Spend) -> None:
+        """Add one step's (or fan-out item's) record: a journal event, a `StepResult`, or another total."""
+        prompt, completion = int(_field(step, "prompt_tokens") or 0), int(_field(step, "completion_tokens") or 0)
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        # A journal written before prices were kept has no cost: unknown where tokens were spent.
+        cost = _field(step, "cost", None if prompt or completion else 0.0)
+        self.priced_cost += float(_field(step, "priced_cost", cost) or 0.0)
+        self.cost = None if self.cost is None or cost is None else self.cost + float(cost)
+        self.calls += int(_field(step, "calls") or 0)
+        self.cached_calls += int(_field(step, "cached_calls") or 0)
+        self.rate_waited += float(_field(step, "rate_waited") or 0.0)
+
+    @classmethod
+    def of(cls, steps: Iterable[Mapping[str, Any] | StepResult]) -> Spend:
+        total = cls()
+        for step in steps:
+            total.add(step)
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+
+
+@dataclass
 class RunRecord:
     """A run as read back from its journal: what was asked, what each step last did, how it ended.
 
     `calls` is how many calls each endpoint served, per backend, summed over the run and its resumptions.
     `items` holds, per fan-out step, each item that finished (by index, with its digest and output).
+    `spend` is what the whole run took over all its resumptions, each call counted once (see `_Tally`).
     """
 
     id: str
@@ -147,6 +190,7 @@ class RunRecord:
     finished: float | None = None
     events: int = 0
     problem: str | None = None
+    spend: Spend = field(default_factory=Spend)
 
     @property
     def ended(self) -> bool:
@@ -165,16 +209,47 @@ class RunRecord:
             "seconds": round(self.finished - self.started, 3) if self.finished and self.started else None,
             "steps": counts,
             "problem": self.problem,
+            "spend": self.spend.as_dict(),
         }
 
     def as_dict(self) -> dict[str, Any]:
         """The record's fields by name, for `dse show --json`.
 
-        Unlike `dataclasses.asdict` this does not deep-copy what the journal parsed (no field holds
-        a dataclass), which for a fan-out of 10,000 items took longer than reading the journal:
+        Unlike `dataclasses.asdict` this does not deep-copy what the journal parsed (only `spend`
+        is a dataclass), which for a fan-out of 10,000 items took longer than reading the journal:
         the nested dicts and lists are the record's own, not to be changed.
         """
-        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+        return {**{f.name: getattr(self, f.name) for f in dataclass_fields(self)}, "spend": self.spend.as_dict()}
+
+
+def _field(record: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:
+    return record.get(name, default) if isinstance(record, Mapping) else getattr(record, name, default)
+
+
+class _Tally:
+    """A run's spend as its journal replays: every step execution once, and the items of a fan-out cut short.
+
+    A step's `step_finished` holds all it spent in that invocation (a reused step writes none,
+    a resumed fan-out counts only the items it sent again); the `item_finished` events of a
+    fan-out that never finished (killed, then resumed) are the only trace of what its items
+    spent, so they count until their step finishes in the same invocation.
+    """
+
+    def __init__(self, spend: Spend) -> None:
+        self.spend = spend
+        self.open_items: dict[str, Spend] = {}
+
+    def invocation(self) -> None:
+        for items in self.open_items.values():
+            self.spend.add(items)
+        self.open_items.clear()
+
+    def item(self, event: Mapping[str, Any]) -> None:
+        self.open_items.setdefault(event["id"], Spend()).add(event)
+
+    def step(self, event: Mapping[str, Any]) -> None:
+        self.open_items.pop(event["id"], None)
+        self.spend.add(event)
 
 
 def read_run(directory: Path) -> RunRecord:
@@ -186,13 +261,15 @@ def read_run(directory: Path) -> RunRecord:
     """
     meta = _read_meta(directory / "run.json")
     record = RunRecord(directory.name, meta)
+    tally = _Tally(record.spend)
     events_path = directory / "events.jsonl"
     for line_number, event in _events(events_path):
         try:
-            _replay(record, event)
+            _replay(record, event, tally)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             why = f"the event has no {exc}" if isinstance(exc, KeyError) else str(exc)
             raise InputError(f"damaged run journal: {why}", location=Location(str(events_path), line_number)) from None
+    tally.invocation()
     if record.status == "running" and record.events:
         record.status = "running or killed"
     return record
@@ -217,7 +294,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 _META_TYPES: dict[str, type] = {"workflow": str, "config": str, "inputs": dict}
 
 
-def _replay(record: RunRecord, event: Any) -> None:
+def _replay(record: RunRecord, event: Any, tally: _Tally) -> None:
     """Apply one event to the record; a malformed one raises KeyError, TypeError, AttributeError or ValueError."""
     if not isinstance(event, dict):
         raise TypeError(f"a line holds a JSON {type(event).__name__}, not an event object")
@@ -227,16 +304,19 @@ def _replay(record: RunRecord, event: Any) -> None:
     if not isinstance(at, (int, float)):
         raise TypeError(f"'at' is {type(at).__name__}, not a time")
     if kind in ("run_started", "run_resumed"):
+        tally.invocation()
         record.status, record.finished = "running", None
         record.started = record.started or at
     elif kind == "step_finished":
         if not isinstance(event["id"], str) or not isinstance(event["status"], str):
             raise TypeError("a step_finished event needs a string id and status")
         record.steps[event["id"]] = event
+        tally.step(event)
     elif kind == "item_finished":
         if not isinstance(event["id"], str) or not isinstance(event["index"], int) or not isinstance(event["digest"], str):
             raise TypeError("an item_finished event needs a string id and digest and an integer index")
         record.items.setdefault(event["id"], {})[event["index"]] = event
+        tally.item(event)
     elif kind == "calls_per_endpoint":
         for backend, served in (event.get("calls") or {}).items():
             totals = record.calls.setdefault(backend, {})
