@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ examples:
   dse init                                            write a starter config.yaml here to edit
   dse run workflows/review.yaml --input target=../app  review another git repository
   dse run workflows/review.yaml --json | jq .outputs  one JSON document for scripts
-  dse run --resume 20261122-043012-3f9a                redo only what did not finish in that run
-  dse runs                                            recorded runs; `dse show RUN_ID` for one in full
+  dse run --resume last                               redo only what did not finish in the newest run
+  dse runs --status failed --since 7d                 recorded runs; `dse show last` (or an id prefix) for one in full
+  dse runs prune --keep 50                            remove all but the newest 50 runs (never one still running)
   dse usage --since 7d --by backend,model             tokens and USD per backend and model, from the usage ledger
   dse cache stats                                     the response cache: hits, misses, hit rate, size
   dse plan workflows/review.yaml                      which backend and model each step gets, and why
@@ -68,15 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "run a workflow",
         "dse run workflows/review.yaml --input target=.\n  dse run blog_workflow -i task='async Python'   (a workflow in the config's workflows:)\n"
-        "  dse run --resume 20261122-043012-3f9a\n"
+        "  dse run --resume last   (or a run id, or a prefix only one run id starts with)\n"
         "  dse run big_batch.yaml --cluster local:4   (step bodies on 4 Dask worker processes)",
     )
     run.add_argument("workflow", nargs="?", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
-    run.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not finish in that run")
+    run.add_argument("--resume", metavar="RUN", help="re-run only what did not finish in that run: its id, a unique prefix of it, or `last`")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=_at_least_one, metavar="N", help="at most N steps at once")
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the outputs")
+    run.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress lines, only the outputs: one output as it is; several each after a line `== NAME ==` "
+        "(text as it is, other values as JSON; --json to parse them safely)",
+    )
     run.add_argument(
         "--cache",
         choices=["on", "off", "read_only", "write_only"],
@@ -93,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
     plan.add_argument("workflow", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
     plan.add_argument("--why", action="store_true", help="print every reason in the resolution chain")
+    plan.add_argument(
+        "--check", action="store_true",
+        help="also probe every endpoint the fallback chains name and flag the ones down; exit 1 when a step has no backend left",
+    )
+    plan.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe with --check (default 3)")
 
     validate = command("validate", "check a config and workflows without running anything", "dse validate workflows/review.yaml")
     validate.add_argument("files", nargs="*", help="workflow files or names (a file with an `llm:` or `tools:` key is checked as a config)")
@@ -119,9 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="+", help="texts to embed")
     embed.add_argument("--backend", metavar="NAME", help="instead of llm.global_defaults.default_embedding_backend")
 
-    command("runs", "list recorded runs, newest first", "dse runs --json | jq '.[0]'")
-    show_run = command("show", "everything a run did: each step's target, prompt, output, tokens, timing, attempts", "dse show 20261122-043012-3f9a")
-    show_run.add_argument("run_id")
+    runs = command(
+        "runs",
+        "list recorded runs, newest first, or prune old ones",
+        "dse runs                                    the newest 20 runs\n"
+        "  dse runs --status failed --workflow review --since 7d --limit 0\n"
+        "  dse runs --json | jq '.[0]'\n"
+        "  dse runs prune --keep 50 --dry-run          what removing all but the newest 50 would remove\n"
+        "  dse runs prune --older-than 30d             runs last written more than 30 days ago\n"
+        "  dse runs prune --keep 50 --older-than 30d   only runs both select: the newest 50 and the last 30 days stay",
+    )
+    runs.add_argument("action", nargs="?", choices=["prune"], help="prune: remove old runs (a run still running is never removed)")
+    listing = runs.add_argument_group("listing")
+    listing.add_argument("--limit", type=_whole_number(0), metavar="N", help="the newest N runs that match (default 20; 0 lists all)")
+    listing.add_argument("--status", metavar="STATE", help="only runs that are done, failed, interrupted, running, killed (its process died before the run ended) or unreadable")
+    listing.add_argument("--workflow", metavar="NAME", help="only runs of this workflow (its name: or its file name)")
+    listing.add_argument("--since", metavar="WHEN", help="only runs started since a date (2026-11-28), a date and time, or a span back from now (7d, 24h)")
+    pruning = runs.add_argument_group("dse runs prune (--keep, --older-than or both: a run goes only when both select it)")
+    pruning.add_argument("--keep", type=_whole_number(0), metavar="N", help="remove all but the newest N runs")
+    pruning.add_argument("--older-than", metavar="SPAN|DATE", help="remove runs whose journal was last written before then (30d, 2026-11-01)")
+    pruning.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    show_run = command(
+        "show",
+        "everything a run did: each step's target, prompt, output, tokens, timing, attempts",
+        "dse show                          the newest run\n  dse show 20261122-04 --full       a unique prefix of a run id; prompts and outputs in full\n"
+        "  dse show last --html report.html  the run as one HTML file: step graph, timeline per endpoint, every step",
+    )
+    show_run.add_argument("run_id", nargs="?", default="last", metavar="RUN", help="a run id, a prefix only one run id starts with, or `last` (the default)")
+    show_run.add_argument("--full", action="store_true", help="prompts and outputs in full (by default each is cut to a few lines)")
+    show_run.add_argument("--html", metavar="PATH", type=Path, help="write the run as one self-contained HTML file (step graph, timeline per endpoint, every step in full) instead")
     usage = command(
         "usage",
         "tokens, calls and USD from the usage ledger (<state dir>/usage.db), per backend, model, day, run or step",
@@ -198,15 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _at_least_one(text: str) -> int:
-    """A count argument: 0 or less would run nothing (or wait forever), so argparse refuses it with exit 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """A count argument that argparse refuses below `minimum` with exit 2 (0 steps at once would run nothing)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+_at_least_one = _whole_number(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,34 +379,40 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.input or args.inputs:
             raise InputError("--resume reuses the inputs of the run it resumes; drop --input/--inputs")
-        prepared = runner.prepare_resume(args.resume, state_dir, args.config)
+        from .workflow.journal import resolve_run
+
+        prepared = runner.prepare_resume(resolve_run(state_dir, args.resume), state_dir, args.config)
     elif args.workflow:
         prepared = runner.prepare(args.workflow, args.config, _inputs(args), strict=args.strict)
     else:
         raise InputError("dse run needs a workflow file or --resume RUN_ID", hint="dse run workflows/review.yaml")
     _print_warnings(prepared.warnings)
     progress = None if args.json or args.quiet else console.Progress(prepared.plan, sys.stderr)
-    result, calls = asyncio.run(
-        runner.run_workflow(
-            prepared,
-            on_event=progress.step if progress else None,
-            on_chunk=progress.chunk if progress else None,
-            on_start=progress.started if progress else None,
-            max_parallel=args.max_parallel,
-            state_dir=state_dir,
-            cluster=args.cluster,
-            cache=args.cache,
-            assume_yes=args.yes,
-            confirm=_ask if sys.stdin.isatty() else None,
+    ask = (progress.asking(_ask) if progress else _ask) if sys.stdin.isatty() else None
+    try:
+        result, calls = asyncio.run(
+            runner.run_workflow(
+                prepared,
+                on_event=progress.step if progress else None,
+                on_chunk=progress.chunk if progress else None,
+                on_start=progress.started if progress else None,
+                on_note=progress.note if progress else None,
+                max_parallel=args.max_parallel,
+                state_dir=state_dir,
+                cluster=args.cluster,
+                cache=args.cache,
+                assume_yes=args.yes,
+                confirm=ask,
+            )
         )
-    )
-    if progress:
-        progress.close()
+    finally:
+        if progress:
+            progress.close()  # also when the run stops with an error or Ctrl-C: the terminal gets its cursor back
     if args.json:
         print(console.run_json(result, calls))
     elif args.quiet:
-        for value in result.outputs.values():
-            print(console.printable(str(value)) if sys.stdout.isatty() else value)
+        if result.outputs:
+            print(console.outputs_text(result.outputs, terminal=sys.stdout.isatty()))
     else:
         print(console.run_text(result, calls))
     return 0 if result.status == "done" else 1
@@ -419,12 +471,37 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs(args: argparse.Namespace) -> int:
-    from . import console
-    from .workflow.journal import list_runs
+_RUNS_SHOWN = 20  # `dse runs` without --limit
 
-    records = list_runs(_state_dir(args))
-    print(json.dumps([r.summary() for r in records], indent=2) if args.json else console.runs_text(records))
+
+def _runs(args: argparse.Namespace) -> int:
+    """`dse runs` lists, `dse runs prune` removes; each refuses the other's options rather than ignore them."""
+    from . import console
+    from .when import moment
+    from .workflow.history import RunQuery, find_runs, prune_runs
+
+    state_dir = _state_dir(args)
+    listing = {"--limit": args.limit, "--status": args.status, "--workflow": args.workflow, "--since": args.since}
+    pruning = {"--keep": args.keep, "--older-than": args.older_than, "--dry-run": args.dry_run or None}
+    if args.action == "prune":
+        wrong = [name for name, value in listing.items() if value is not None]
+        if wrong:
+            raise InputError(f"{wrong[0]} is for listing runs; `dse runs prune` takes --keep, --older-than and --dry-run")
+        before = moment(args.older_than, "--older-than") if args.older_than is not None else None
+        pruned = prune_runs(state_dir, keep=args.keep, before=before, dry_run=args.dry_run)
+        print(json.dumps(pruned.as_dict(), indent=2) if args.json else console.pruning_text(pruned))
+        return 0
+    wrong = [name for name, value in pruning.items() if value is not None]
+    if wrong:
+        raise InputError(f"{wrong[0]} is an option of `dse runs prune`", hint=f"dse runs prune {wrong[0]} ...")
+    query = RunQuery(
+        limit=_RUNS_SHOWN if args.limit is None else args.limit or None,
+        status=args.status,
+        workflow=args.workflow,
+        since=moment(args.since, "--since") if args.since is not None else None,
+    )
+    found = find_runs(state_dir, query)
+    print(json.dumps([r.summary() for r in found.records], indent=2) if args.json else console.runs_text(found.records, more=found.more))
     return 0
 
 
@@ -434,9 +511,10 @@ def _usage(args: argparse.Namespace) -> int:
 
     from . import console
     from .spend import ledger
+    from .when import moment
 
     by = _groups(args.by)
-    since = _since(args.since) if args.since is not None else None
+    since = moment(args.since, "--since") if args.since is not None else None
     path = _state_dir(args) / ledger.FILE
     groups: list[dict[str, Any]] = []
     if path.is_file():
@@ -467,26 +545,6 @@ def _groups(values: list[str] | None) -> list[str]:
     if unknown or not names:
         raise InputError(f"--by {unknown[0] if unknown else ''!r}: expected {', '.join(GROUPS)}", hint="dse usage --by backend,model")
     return list(dict.fromkeys(names))
-
-
-_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _since(text: str) -> float:
-    """`--since`: a span back from now (7d, 24h, 30m), or a date or date and time, local unless it names its zone."""
-    import re
-    import time
-    from datetime import datetime
-
-    span = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", text)
-    if span:
-        return max(0.0, time.time() - float(span.group(1)) * _SPAN_UNITS[span.group(2)])
-    try:
-        return max(0.0, datetime.fromisoformat(text.strip()).timestamp())
-    except (ValueError, OverflowError, OSError):
-        raise InputError(
-            f"--since {text!r}: expected a date (2026-11-28), a date and time (2026-11-28T09:30), or a span back from now (7d, 24h, 30m)"
-        ) from None
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -550,10 +608,17 @@ def _save(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from . import console
-    from .workflow.journal import read_run, run_directory
+    from .workflow.journal import read_run, resolve_run, run_directory
 
-    record = read_run(run_directory(_state_dir(args), args.run_id))
-    print(json.dumps(record.as_dict(), indent=2, default=str) if args.json else console.show_text(record))
+    state_dir = _state_dir(args)
+    record = read_run(run_directory(state_dir, resolve_run(state_dir, args.run_id)))
+    if args.html is not None:
+        from . import report
+
+        report.write(record, args.html)
+        print(json.dumps({"id": record.id, "html": str(args.html.resolve())}) if args.json else f"wrote {args.html}")
+        return 0
+    print(json.dumps(record.as_dict(), indent=2, default=str) if args.json else console.show_text(record, full=args.full))
     return 0
 
 
@@ -569,13 +634,25 @@ def _graph(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from . import console, runner
 
+    from .preflight import checked, preflight
+
     prepared = runner.prepare(args.workflow, args.config, strict=args.strict)
+    found = preflight(prepared.plan, prepared.config)
+    if args.check:
+        found = asyncio.run(checked(found, prepared.config, timeout=args.timeout))
     if args.json:
-        print(json.dumps({"workflow": prepared.workflow.name, "steps": console.plan_rows(prepared.plan), "tools": console.plan_tools(prepared.plan)}, indent=2))
+        print(json.dumps({
+            "workflow": prepared.workflow.name,
+            "steps": console.plan_rows(prepared.plan, found),
+            "tools": console.plan_tools(prepared.plan),
+            "checked": found.checked,
+            "unavailable": found.problems(),
+            "stranded": found.stranded(),
+        }, indent=2))
     else:
         _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
-        print(console.plan_text(prepared.plan, verbose=args.why))
-    return 0
+        print(console.plan_text(prepared.plan, verbose=args.why, found=found))
+    return 1 if args.check and found.stranded() else 0
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict
 from typing import IO, TYPE_CHECKING, Any
 
 from .workflow.journal import Spend
-from .workflow.results import StepResult
+from .workflow.results import TOLERATED, StepResult
 
 if TYPE_CHECKING:
     import networkx as nx
 
+    from .preflight import Hop, Preflight
+    from .live import LiveView
+    from .routing.notes import Note
     from .routing.selector import Ranked
+    from .spend import Confirm
     from .spend.cache import CacheStats
     from .status import BackendReport, BalanceReport
     from .workflow import Plan, RunResult, Workflow
+    from .workflow.history import Pruning
     from .workflow.journal import RunJournal, RunRecord
 
 _MARKS = {"waiting": "  ", "running": "..", "done": "ok", "skipped": "--", "failed": "XX"}
@@ -33,39 +39,56 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
 
 
+def state(result: StepResult) -> tuple[str, str]:
+    """A step's mark and state word: a failure `continue_on_error` allowed reads `[!!] tolerated`, not a fatal `[XX] failed`."""
+    if result.tolerated:
+        return "!!", TOLERATED
+    return _MARKS.get(result.status, "  "), result.status
+
+
 def step_line(result: StepResult) -> str:
-    """One progress line per step event: status, where it ran, tokens, time."""
-    parts = [f"[{_MARKS.get(result.status, '  ')}] {result.id:<14} {result.status:<8}"]
+    """One progress line per step event: state, where it ran, tokens, time."""
+    mark, word = state(result)
+    return "  ".join([f"[{mark}] {result.id:<14} {word:<8}", *(text for _name, text in step_parts(result))])
+
+
+def step_parts(result: StepResult) -> list[tuple[str, str]]:
+    """What a step line says after the step's state, each part named, so the live view can order and fit them.
+
+    Names: where, items, kind, tokens, cost, seconds, first_token, calls, attempts, cached, waited, cut, reused, error.
+    """
+    parts = []
     if result.kind == "llm" and result.backend:
-        parts.append(f"{result.backend}/{result.model}" + (f" @ {result.endpoint}" if result.endpoint else ""))
+        where = ", ".join(result.endpoints) or result.endpoint
+        parts.append(("where", f"{result.backend}/{result.model}" + (f" @ {where}" if where else "")))
     if result.items_total is not None:
-        parts.append(f"{result.items_done}/{result.items_total} items")
+        parts.append(("items", f"{result.items_done}/{result.items_total} items"))
     elif result.kind != "llm":
-        parts.append(result.kind)
+        parts.append(("kind", result.kind))
     if result.status in ("done", "failed"):
         if result.kind == "llm":
-            parts.append(f"tokens {result.prompt_tokens}+{result.completion_tokens}")
+            parts.append(("tokens", f"tokens {result.prompt_tokens}+{result.completion_tokens}"))
         if result.cost != 0:
-            parts.append(money(result.cost))
-        parts.append(f"{result.seconds:.2f}s")
+            parts.append(("cost", money(result.cost)))
+        parts.append(("seconds", f"{result.seconds:.2f}s"))
         if result.first_token is not None:
-            parts.append(f"first token {result.first_token:.2f}s")
+            parts.append(("first_token", f"first token {result.first_token:.2f}s"))
         if result.calls > 1:
-            parts.append(f"calls {result.calls}")
+            parts.append(("calls", f"calls {result.calls}"))
         if result.attempts > max(result.calls, 1):
-            parts.append(f"attempts {result.attempts}")
+            parts.append(("attempts", f"attempts {result.attempts}"))
         if result.cached_calls:
-            parts.append("cached" if result.cached_calls >= result.calls else f"{result.cached_calls}/{result.calls} cached")
+            parts.append(("cached", "cached" if result.cached_calls >= result.calls else f"{result.cached_calls}/{result.calls} cached"))
         if result.rate_waited > 0:
-            parts.append(f"waited {result.rate_waited:.1f}s for rate limit")
+            parts.append(("waited", f"waited {result.rate_waited:.1f}s for rate limit"))
         cut = truncation(result)
         if cut:
-            parts.append(cut)
+            parts.append(("cut", cut))
     if result.reused:
-        parts.append("(reused from the resumed run)")
+        parts.append(("reused", "(reused from the resumed run)"))
     if result.error and result.status != "running":
-        parts.append(f"- {printable(result.error)}")
-    return "  ".join(parts)
+        parts.append(("error", f"- {printable(result.error)}"))
+    return parts
 
 
 def money(cost: float | None) -> str:
@@ -116,53 +139,79 @@ def _waiting(plan: Plan, step_id: str) -> StepResult:
     return StepResult(step_id, planned.step.kind, backend=target.backend, model=target.model)
 
 
+def note_line(note: Note) -> str:
+    """A routing event as one line, under the step lines' marks: what happened first, where and why after."""
+    from .routing.notes import BREAKER, FALLBACK, RATE_WAIT, REFUSED, RETRY  # only a run has notes: `dse show` loads no router
+
+    reason = " ".join(printable(note.reason).split())
+    said = {
+        RETRY: f"retry in {note.seconds:.2g}s - {reason} - {note.backend} @ {note.endpoint}",
+        FALLBACK: f"fallback {note.backend}/{note.model} -> {note.to} - {reason}",
+        BREAKER: f"breaker open on {note.endpoint} ({note.backend}) for {note.seconds:g}s - {reason}",
+        REFUSED: f"refused a call to {note.backend}/{note.model} - {reason}",
+        RATE_WAIT: f"waiting {note.seconds:.2g}s for the rate limit of {note.backend}",
+    }.get(note.kind, f"{note.kind} - {reason}")
+    return f"  {note.step_id or 'run'}: {said}"
+
+
 class Progress:
-    """Step progress on a terminal: a live table redrawn in place; plain lines when piped."""
+    """Step progress: on a terminal, the live view (`dse.live`, drawn with rich); piped, plain lines.
+
+    Piped, each step event is one line (a fan-out: when it starts and when it ends) and so is
+    each routing note; streamed text is written as it comes. rich is imported only for a terminal.
+    """
 
     def __init__(self, plan: Plan, stream: IO[str]) -> None:
         self.stream = stream
-        self.live = stream.isatty()
-        self.rows = {step_id: _waiting(plan, step_id) for step_id in plan.order}
-        self.tails: dict[str, str] = {}
-        self.drawn = 0
+        self.view: LiveView | None = None
+        if stream.isatty():
+            from .live import LiveView
+
+            self.view = LiveView([_waiting(plan, step_id) for step_id in plan.order], stream)
         self.mid_line = False
 
     def started(self, journal: RunJournal) -> None:
-        self._write(f"run {journal.run_id}  (journal: {journal.directory})\n")
+        line = f"run {journal.run_id}  (journal: {journal.directory})"
+        if self.view is not None:
+            self.view.start(line)
+        else:
+            self._write(line + "\n")
 
     def step(self, result: StepResult) -> None:
-        self.rows[result.id] = result
-        if self.live:
-            self._redraw()
+        if self.view is not None:
+            self.view.step(result)
         elif result.status == "running" and result.items_done:
             return  # piped: one line when a fan-out starts and one when it ends, not one per item
         else:
-            self._write(("\n" if self.mid_line else "") + step_line(result) + "\n")
-            self.mid_line = False
+            self._line(step_line(result))
 
     def chunk(self, step_id: str, text: str) -> None:
         text = printable(text)
-        if self.live:
-            self.tails[step_id] = (self.tails.get(step_id, "") + text).replace("\n", " ")[-60:]
-            self._redraw()
+        if self.view is not None:
+            self.view.chunk(step_id, text)
         else:
             self._write(text)
             self.mid_line = True
 
+    def note(self, note: Note) -> None:
+        if self.view is not None:
+            self.view.print(note_line(note), style="yellow")
+        else:
+            self._line(note_line(note))
+
+    def asking(self, ask: Confirm) -> Confirm:
+        """`ask`, with the live view out of the way of the question (a no-op when piped)."""
+        return self.view.asking(ask) if self.view is not None else ask
+
     def close(self) -> None:
-        if self.mid_line:
+        if self.view is not None:
+            self.view.close()
+        elif self.mid_line:
             self._write("\n")
 
-    def _redraw(self) -> None:
-        lines = []
-        for step_id, row in self.rows.items():
-            line = step_line(row)
-            if row.status == "running" and step_id in self.tails:
-                line += f"  | {self.tails[step_id]}"
-            lines.append(line[:200])
-        up = f"\x1b[{self.drawn}F" if self.drawn else ""
-        self._write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
-        self.drawn = len(lines)
+    def _line(self, line: str) -> None:
+        self._write(("\n" if self.mid_line else "") + line + "\n")
+        self.mid_line = False
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
@@ -174,8 +223,17 @@ def run_spend(result: RunResult) -> Spend:
     return Spend.of(step for step in result.steps.values() if not step.reused)
 
 
+def run_state(status: str, steps: Iterable[StepResult]) -> str:
+    """A run's status with the failures it tolerated named: `done, 1 failure tolerated (whitespace)`."""
+    tolerated = [step.id for step in steps if step.tolerated]
+    if not tolerated:
+        return status
+    return f"{status}, {len(tolerated)} failure{'s' if len(tolerated) > 1 else ''} tolerated ({', '.join(tolerated)})"
+
+
 def run_text(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
-    lines = [f"workflow {result.workflow}: {result.status} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
+    state_text = run_state(result.status, result.steps.values())
+    lines = [f"workflow {result.workflow}: {state_text} in {result.seconds:.2f}s" + (f"  (run {result.run_id})" if result.run_id else "")]
     spend = run_spend(result)
     if spend.calls or spend.prompt_tokens or spend.completion_tokens:
         reused = sum(step.reused for step in result.steps.values())
@@ -206,7 +264,8 @@ def run_json(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
     return json.dumps(document, indent=2, default=str)
 
 
-def plan_rows(plan: Plan) -> list[dict[str, Any]]:
+def plan_rows(plan: Plan, found: Preflight | None = None) -> list[dict[str, Any]]:
+    """A row per step; with `found`, a model step's `chain`: each backend it would try, available now or why not."""
     rows = []
     for step_id in plan.order:
         planned = plan.steps[step_id]
@@ -224,6 +283,8 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
                 fallbacks=list(target.fallbacks),
                 directive=planned.resolution.directive.phrase if planned.resolution.directive else None,
             )
+        if found is not None and step_id in found.chains:
+            row["chain"] = [hop.as_dict() for hop in found.chains[step_id]]
         row["needs"] = sorted(plan.graph.predecessors(step_id))
         rows.append(row)
     return rows
@@ -250,16 +311,16 @@ def plan_tools(plan: Plan) -> dict[str, dict[str, Any]]:
     return tools
 
 
-def plan_text(plan: Plan, *, verbose: bool = False) -> str:
-    rows = plan_rows(plan)
-    shown = [
-        {
-            **r,
-            "tool": r["tool"] or ("(run)" if r["kind"] == "run" else None),
-            "endpoints": ", ".join(r.get("endpoints", [])) or ("managed" if r.get("backend") else None),
-        }
-        for r in rows
-    ]
+def plan_text(plan: Plan, *, verbose: bool = False, found: Preflight | None = None) -> str:
+    """The plan as a table; with `found`, each step's fallback chain and what is unavailable now (a probed endpoint that is down is marked so)."""
+    rows = plan_rows(plan, found)
+
+    def endpoints(row: dict[str, Any]) -> str | None:
+        down = {d["endpoint"] for d in row["chain"][0]["down"]} if row.get("chain") else set()
+        shown = [url + (" (down)" if url in down else "") for url in row.get("endpoints", [])]
+        return ", ".join(shown) or ("managed" if row.get("backend") else None)
+
+    shown = [{**r, "tool": r["tool"] or ("(run)" if r["kind"] == "run" else None), "endpoints": endpoints(r)} for r in rows]
     workflow = plan.workflow
     out = [f"workflow {workflow.name}" + (f": {workflow.description}" if workflow.description else "")]
     for spec in workflow.inputs.values():
@@ -267,6 +328,8 @@ def plan_text(plan: Plan, *, verbose: bool = False) -> str:
         out.append(f"  input {spec.name} ({spec.type}{default})" + (f" - {spec.description}" if spec.description else ""))
     out.append("")
     out.append(table(shown, ["step", "tool", "backend", "model", "endpoints", "rule"]))
+    if found is not None:
+        out += preflight_lines(found)
     named = [f"  {r['step']}: {r['name']}" for r in rows if r["name"]]
     if named:
         out += ["", "step names:", *named]
@@ -290,7 +353,46 @@ def plan_text(plan: Plan, *, verbose: bool = False) -> str:
         for r in rows:
             for reason in r.get("reasons", []):
                 out.append(f"  {r['step']}: {reason}")
+            if found is not None and r["step"] in found.chains:
+                out.append(f"  {r['step']}: {fallback_reason(found.chains[r['step']])}")
     return "\n".join(line.rstrip() for line in out)
+
+
+def hop_text(hop: Hop) -> str:
+    """`backend/model`, marked `!!` when it cannot take a call now."""
+    return ("!! " if not hop.available else "") + (f"{hop.backend}/{hop.model}" if hop.model else hop.backend)
+
+
+def preflight_lines(found: Preflight) -> list[str]:
+    """Each fallback chain (steps that share one on one line), then every backend unavailable now, and why."""
+    grouped: dict[str, list[str]] = {}
+    for step_id, hops in found.chains.items():
+        if len(hops) > 1:
+            grouped.setdefault(" -> ".join(map(hop_text, hops)), []).append(step_id)
+    out = []
+    if grouped:
+        out += ["", "fallback chains (a failed call tries each in turn; !! = unavailable now):"]
+        out += [f"  {', '.join(steps)}: {walk}" for walk, steps in grouped.items()]
+    problems = found.problems()
+    if problems:
+        out += ["", "unavailable now:"]
+        out += [f"  !! {backend}: {note}" for backend, notes in problems.items() for note in notes]
+    stranded = found.stranded()
+    if stranded:
+        out.append(f"  no backend in the chain of {', '.join(stranded)} can take a call now: as things stand, they fail")
+    if found.chains and not found.checked:
+        out += ["", "endpoints not probed: `dse plan --check` asks each one before anything runs"]
+    return out
+
+
+def fallback_reason(hops: tuple[Hop, ...]) -> str:
+    """The chain as a reason: where a failed call goes next, and why a hop cannot take it."""
+    def named(hop: Hop) -> str:
+        return hop_text(hop) + (f" ({hop.problem})" if hop.problem else "")
+
+    if len(hops) == 1:
+        return f"no fallback backends: if {named(hops[0])} fails, the step fails"
+    return f"if {named(hops[0])} fails: " + ", then ".join(named(hop) for hop in hops[1:])
 
 
 def selection_data(ranked: list[Ranked], rejected: list[Ranked]) -> dict[str, Any]:
@@ -323,22 +425,42 @@ def selection_text(ranked: list[Ranked], rejected: list[Ranked]) -> str:
     return "\n".join(lines)
 
 
-def runs_text(records: list[RunRecord]) -> str:
+def runs_text(records: list[RunRecord], *, more: bool = False) -> str:
+    """`dse runs`: one row per run under a header; `more` when a limit left older runs out, which a last line says."""
     if not records:
-        return "no runs yet"
-    lines = []
+        return "no runs match" if more else "no runs"
+    rows = []
     for record in records:
         summary = record.summary()
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started"])) if summary["started"] else "-"
-        steps = summary["problem"] or ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items()))
-        seconds = f"{summary['seconds']:.1f}s" if summary["seconds"] is not None else "-"
         spend = record.spend
-        tokens = f"{spend.prompt_tokens}+{spend.completion_tokens}" if spend.calls or spend.prompt_tokens or spend.completion_tokens else "-"
-        lines.append(
-            f"{record.id}  {summary['workflow'] or '-':<16} {summary['status']:<18} {when}  {seconds:>8}  "
-            f"tokens {tokens:<11} {cost_text(spend.priced_cost, spend.cost is None):>13}  {steps}"
+        rows.append(
+            {
+                "RUN": record.id,
+                "WORKFLOW": summary["workflow"],
+                "STATUS": summary["status"],
+                "STARTED": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started"])) if summary["started"] else None,
+                "TIME": f"{summary['seconds']:.1f}s" if summary["seconds"] is not None else None,
+                "TOKENS": f"{spend.prompt_tokens}+{spend.completion_tokens}" if spend.calls or spend.prompt_tokens or spend.completion_tokens else None,
+                "COST": cost_text(spend.priced_cost, spend.cost is None),
+                "STEPS": summary["problem"] or ", ".join(f"{n} {status}" for status, n in sorted(summary["steps"].items())),
+            }
         )
-    return "\n".join(lines)
+    text = table(rows, list(rows[0]), right={"TIME", "TOKENS", "COST"})
+    return text + (f"\n(the newest {len(records)} shown: --limit N shows more, --limit 0 all)" if more else "")
+
+
+def pruning_text(pruning: Pruning) -> str:
+    """`dse runs prune`: a line per run removed (or, with --dry-run, that would be), then the totals."""
+    verb = "would remove" if pruning.dry_run else "removed"
+    lines = [
+        f"{verb} {run.id}  {run.workflow or '-'}  last written {time.strftime('%Y-%m-%d %H:%M', time.localtime(run.written))}  {size_text(run.bytes)}"
+        for run in pruning.removed
+    ]
+    total = sum(run.bytes for run in pruning.removed)
+    summary = f"{verb} {len(pruning.removed)} runs" + (f", {size_text(total)}" if pruning.removed else "") + f"; kept {pruning.kept}"
+    if pruning.running:
+        summary += f", of which still running: {', '.join(pruning.running)}"
+    return "\n".join([*lines, summary])
 
 
 _SUMMED = ("attempts", "ok", "failed", "interrupted", "pending", "cached_calls", "input_tokens", "output_tokens", "cached_tokens", "priced_cost", "unpriced", "latency")
@@ -419,12 +541,13 @@ def cache_text(data: dict[str, Any]) -> str:
     )
 
 
-def show_text(record: RunRecord) -> str:
+def show_text(record: RunRecord, *, full: bool = False) -> str:
+    """`dse show`: the run, then each step; prompts and outputs cut to a few lines unless `full`, the run's outputs always whole."""
     meta = record.meta
     lines = [
-        f"run {record.id}: {meta.get('workflow_name')} ({meta.get('workflow')}) - {record.status}",
+        f"run {record.id}: {meta.get('workflow_name')} ({meta.get('workflow')}) - {run_state(record.status, map(StepResult.from_record, record.steps.values()))}",
         f"config: {meta.get('config')}",
-        f"inputs: {json.dumps(meta.get('inputs'), default=str)}",
+        f"inputs: {json.dumps(meta.get('inputs'), default=str) if full else _clip(meta.get('inputs'), _SHORT_CHARS)}",
         spend_line(record.spend),
         *calls_lines(record.calls),
     ]
@@ -432,21 +555,75 @@ def show_text(record: RunRecord) -> str:
         lines.append("")
         lines.append(step_line(StepResult.from_record(step)))
         if step.get("prompt"):
-            lines.append(f"  prompt: {_clip(step['prompt'])}")
+            lines += _block("prompt", step["prompt"], full)
         if step.get("output") is not None:
-            lines.append(f"  output: {_clip(step['output'])}")
+            lines += _block("output", step["output"], full)
+        lines += printed_lines(step)
         for attempt in step.get("tries") or []:
             lines.append(f"  attempt: {json.dumps(attempt, default=str)}")
     if record.outputs:
         lines.append("")
-        lines += [f"== {name} ==\n{printable(str(value))}" for name, value in record.outputs.items()]
+        lines.append(outputs_text(record.outputs, terminal=True, named=True))
     return "\n".join(lines)
 
 
-def _clip(value: Any, limit: int = 400) -> str:
+def printed_lines(step: dict[str, Any]) -> list[str]:
+    """A failed command's stdout and stderr as it printed them (already bounded), indented under the step."""
+    lines = []
+    for name in ("stdout", "stderr"):
+        if step.get(name):
+            lines += [f"  {name}:", *(f"    {line}" for line in printable(step[name]).splitlines())]
+    return lines
+
+
+def _clip(value: Any, limit: int) -> str:
+    """A text on one line, its newlines as `\\n`, cut at `limit` characters: a tool's prompt template in `dse plan`, a run's inputs in `dse show`."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = printable(text.replace("\n", "\\n"))
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+_SHORT_LINES, _SHORT_CHARS = 8, 600  # how much of a prompt or output `dse show` prints without --full
+_INLINE = 100  # a one-line prompt or output at most this long stays on its label's line
+
+
+def _block(label: str, value: Any, full: bool) -> list[str]:
+    """A prompt or output under its step: one short line inline, else indented lines; cut short unless `full`, saying how much was cut."""
+    text = value_text(value, terminal=True).removesuffix("\n")
+    shown = text if full else _head(text)
+    lines = shown.split("\n")
+    if shown == text and len(lines) == 1 and len(text) <= _INLINE:
+        return [f"  {label}: {text}"]
+    out = [f"  {label}:", *(f"    {line}" for line in lines)]
+    if shown != text:
+        more_lines = text.count("\n") - shown.count("\n")
+        lines_note = f" in {more_lines} more lines" if more_lines else ""
+        out.append(f"    ... {len(text) - len(shown)} more characters{lines_note} not shown (--full shows all)")
+    return out
+
+
+def _head(text: str) -> str:
+    """The first few lines of `text`, at most _SHORT_CHARS characters of them."""
+    cut = text[:_SHORT_CHARS]
+    lines = cut.split("\n")[:_SHORT_LINES]
+    return "\n".join(lines)
+
+
+def value_text(value: Any, *, terminal: bool) -> str:
+    """An output as text: a string as it is, any other value as JSON; on a terminal control characters shown, not obeyed."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return printable(text) if terminal else text
+
+
+def outputs_text(outputs: Mapping[str, Any], *, terminal: bool, named: bool | None = None) -> str:
+    """A run's outputs: each after a `== NAME ==` line when there are several (or `named`), one alone as it is.
+
+    `dse run --quiet` prints a single output bare so a script takes it as it is, and with
+    several, the header lines tell where one ends and the next begins.
+    """
+    if not (len(outputs) > 1 if named is None else named):
+        return "\n".join(value_text(value, terminal=terminal) for value in outputs.values())
+    return "\n".join(f"== {name} ==\n{value_text(value, terminal=terminal)}" for name, value in outputs.items())
 
 
 def graph_text(workflow: Workflow, graph: nx.DiGraph[str], form: str) -> str:
@@ -490,11 +667,10 @@ def status_text(reports: list[BackendReport]) -> str:
             if h is None:
                 lines.append(f"     {e.url}: not probed" + (" (backend unavailable)" if r.unavailable else ""))
                 continue
-            state = "ready" if h.ready else ("loading" if h.loading else ("reachable, not ready" if h.reachable else "unreachable"))
             latency = f" {h.latency * 1000:.0f} ms" if h.latency is not None else ""
             roles = f" [{', '.join(e.roles)}]" if e.roles else ""
             hint = f" (hint: {r.start_hint})" if not h.reachable and r.start_hint else ""
-            lines.append(f"     {e.url}{roles}: {state}{latency}" + (f" - {h.detail}" if h.detail else "") + hint)
+            lines.append(f"     {e.url}{roles}: {h.state}{latency}" + (f" - {h.detail}" if h.detail else "") + hint)
             if e.models:
                 names = [m.name + (" (loaded)" if m.loaded else "") for m in e.models]
                 lines.append(f"       models: {', '.join(names[:12])}" + (f" ... +{len(names) - 12}" if len(names) > 12 else ""))
@@ -547,9 +723,13 @@ def cell_text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str], *, right: Collection[str] = ()) -> str:
+    """Rows under a header of the column names, each column as wide as its widest cell; `right` columns (numbers) right-aligned."""
     body = [[cell_text(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(columns, *body)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(width) if name in right else cell.ljust(width) for name, cell, width in zip(columns, cells, widths))
+
+    lines = [line(columns), *(line(row) for row in body)]
     return "\n".join(line.rstrip() for line in lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ from .errors import DseError, InputError
 from .backends import EmbedResponse
 from .redact import Redactor
 from .routing import Resolver, Target
+from .routing.notes import Note, NoteSink
 from .spend import Confirm, SpendPlan, SpendSession
+from .spend.control import CURRENT_STEP
 from .runners import InProcessRunner, StepRunner, check_cluster
 from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
 from .workflow.results import StepResult
@@ -99,6 +101,7 @@ async def run_workflow(
     on_event: EventSink | None = None,
     on_chunk: ChunkSink | None = None,
     on_start: Callable[[RunJournal], None] | None = None,
+    on_note: NoteSink | None = None,
     max_parallel: int | None = None,
     state_dir: Path = Path(".dse"),
     cluster: str | None = None,
@@ -110,11 +113,17 @@ async def run_workflow(
 
     Once the journal exists it says how the run ended, whatever ends it: the scheduler records
     a finish or an interruption, and anything that escapes before it could (a server that would
-    not start, Ctrl-C while starting, a bug) is recorded here, so no run is left "running or killed".
+    not start, Ctrl-C while starting, a bug) is recorded here, so only a process that was killed
+    leaves a run without an end (`dse runs` lists it as "killed").
 
     Every attempt is a row in the usage ledger under `state_dir`; `cache` (a mode) overrides
     every level's response-cache mode; `assume_yes` answers `require_confirmation`, else
     `confirm` asks the user, and without either such a call stops the run.
+
+    `on_note` hears the router's retries, fallbacks, opened breakers, refusals and rate-limit
+    waits as they happen, each with its step, for the calls made in this process: with
+    `cluster`, step bodies route their calls on the workers, whose notes stay there. The
+    journal records each as a `note` event, which the HTML report's timeline marks.
     """
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"max_parallel must be 1 or more, got {max_parallel}")
@@ -137,6 +146,7 @@ async def run_workflow(
             inputs=prepared.inputs,
             redactor=redactor,
             source=prepared.workflow.source.file,
+            graph=_step_graph(prepared.plan),
         )
         journal.event("run_started")
     targets = [p.resolution.target for _sid, p in _all_steps(prepared.plan) if p.resolution]
@@ -147,6 +157,7 @@ async def run_workflow(
             on_start(journal)
         session = SpendSession(spend, prepared.config, confirm=confirm)
         async with Engine(prepared.config, state_dir=state_dir) as engine:
+            engine.router.on_note = _with_step(_journaled(journal, on_note))
             await engine.start(sorted(pending))
             async with _runner(cluster, engine, session, spend, on_chunk) as runner:
                 scheduler = Scheduler(
@@ -185,6 +196,30 @@ async def _runner(
 
     async with cluster_runner(cluster, engine.config, engine.endpoints.managed(), spend) as runner:
         yield runner
+
+
+def _journaled(journal: RunJournal, sink: NoteSink | None) -> NoteSink:
+    """Each note journaled as it happens (the report marks it when and where it was), then told to `sink`."""
+
+    def note(what: Note) -> None:
+        journal.event("note", **asdict(what))
+        if sink is not None:
+            sink(what)
+
+    return note
+
+
+def _step_graph(plan: Plan) -> list[dict[str, Any]]:
+    """The plan's steps in order with what each needs: the journal keeps the graph the run had."""
+    return [
+        {"id": step_id, "kind": plan.steps[step_id].step.kind, "tool": plan.steps[step_id].step.tool, "needs": sorted(plan.graph.predecessors(step_id))}
+        for step_id in plan.order
+    ]
+
+
+def _with_step(sink: NoteSink) -> NoteSink:
+    """Notes that name the step whose call they concern: the router knows calls, the step's body marks its own."""
+    return lambda note: sink(replace(note, step_id=CURRENT_STEP.get()))
 
 
 def _record_end(journal: RunJournal, exc: BaseException) -> None:

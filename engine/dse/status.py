@@ -14,7 +14,7 @@ whether the balancer would send it calls, and if not why.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,26 @@ async def collect_status(config: Config, *, timeout: float = 3.0, with_models: b
         )
     )
     return reports
+
+
+async def endpoint_health(config: Config, names: Iterable[str], *, timeout: float = 3.0) -> dict[str, Health]:
+    """Each endpoint of the named backends, probed at once under `timeout`: health alone, no models or balancer survey.
+
+    What `dse plan --check` asks before a run. Backends that are unavailable by config (a
+    missing key) or managed (started by the run itself) are not probed.
+    """
+    backends = [b for b in map(config.find_backend, dict.fromkeys(names)) if b is not None and not b.unavailable and b.managed is None]
+    reports = [_report(config, backend) for backend in backends]
+
+    async def probe(backend: BackendConfig, report: BackendReport) -> None:
+        adapter = make_backend(backend)
+        try:
+            await asyncio.gather(*(_probe_endpoint(adapter, e, timeout, with_models=False) for e in report.endpoints))
+        finally:
+            await adapter.aclose()
+
+    await asyncio.gather(*(probe(backend, report) for backend, report in zip(backends, reports)))
+    return {e.url: e.health for report in reports for e in report.endpoints if e.health is not None}
 
 
 def _report(config: Config, backend: BackendConfig) -> BackendReport:

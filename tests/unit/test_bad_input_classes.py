@@ -311,7 +311,7 @@ def test_a_damaged_journal_is_listed_as_unreadable_and_shown_as_a_located_error(
 
 def test_a_torn_last_line_is_still_ignored(tmp_path: Path) -> None:
     directory = journal(tmp_path, "20260101-000000-torn", META, '{"event": "run_started", "at": 1}\n{"event": "step_fin')
-    assert read_run(directory).status == "running or killed"
+    assert read_run(directory).status == "killed", "no end event, and no process holds the journal's lock"
 
 
 # --- 6. a run that dies of a bug -------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_whatever_ends_a_run_the_journal_says_so(
 def test_a_resumption_that_has_not_ended_is_not_taken_for_the_earlier_end(tmp_path: Path) -> None:
     events = '{"event": "run_started", "at": 1}\n{"event": "run_finished", "status": "failed", "at": 2}\n{"event": "run_resumed", "at": 5}\n'
     record = read_run(journal(tmp_path, "20260101-000000-again", META, events))
-    assert record.status == "running or killed" and not record.ended and record.finished is None
+    assert record.status == "killed" and not record.ended and record.finished is None
 
 
 # --- 7. step fields --------------------------------------------------------------------------

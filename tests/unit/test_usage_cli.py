@@ -294,7 +294,7 @@ def test_usage_of_a_run_matches_its_journal_and_its_price(stub: StubServer, writ
     assert summary["spend"]["prompt_tokens"] == journal_in and summary["spend"]["completion_tokens"] == journal_out
     assert summary["spend"]["cost"] is None and summary["spend"]["priced_cost"] == pytest.approx(expected)
     code, out, _ = cli(capsys, "runs", "--state-dir", str(state))
-    assert f"tokens {journal_in}+{journal_out}" in out and f"{console.money(expected)} + price unknown" in out
+    assert f" {journal_in}+{journal_out} " in out and f"{console.money(expected)} + price unknown" in out
 
     code, out, _ = cli(capsys, "show", run_id, "--state-dir", str(state))
     lines = out.splitlines()

@@ -134,6 +134,11 @@ class Health:
     latency: float | None = None
     detail: str = ""
 
+    @property
+    def state(self) -> str:
+        """The probe's verdict in words, as `dse status` and `dse plan --check` print it."""
+        return "ready" if self.ready else ("loading" if self.loading else ("reachable, not ready" if self.reachable else "unreachable"))
+
 
 @dataclass(frozen=True)
 class ModelEntry:

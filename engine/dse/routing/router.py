@@ -5,7 +5,8 @@ One retry layer only: adapters run with SDK retries off and the scheduler hands 
 order for a call is: the target's backend (up to `attempts` tries on its healthy endpoints,
 waiting with exponential backoff and jitter, or as long as `Retry-After` says, capped), then
 each `fallback_backends` entry for the same role. "Context too long" moves to a model with a
-larger window than the one the server says it runs with. Every try is recorded on the response, or on the final error.
+larger window than the one the server says it runs with. Every try is recorded on the response, or on the final error;
+a retry, a fallback, a breaker that opens, a refusal and a rate-limit wait are also told to `on_note` as they happen.
 
 The router knows targets, pools and adapters; it does not know workflows or wire formats.
 """
@@ -32,10 +33,12 @@ from ..errors import (
     ContextTooLong,
     DseError,
     RateLimited,
+    SpendRefused,
 )
 from . import backoff
-from .breaker import BreakerBoard
+from .breaker import HALF_OPEN, OPEN, BreakerBoard
 from .catalog import lookup
+from .notes import BREAKER, FALLBACK, RATE_WAIT, REFUSED, RETRY, Note, NoteSink
 from .resolver import Resolver
 from .target import Target
 
@@ -78,10 +81,12 @@ class Router:
         rng: random.Random | None = None,
         gate: EndpointGate | None = None,
         spend: SpendControl | None = None,
+        on_note: NoteSink | None = None,
     ) -> None:
         self.config = config
         self._gate = gate
         self.spend = spend
+        self.on_note = on_note
         self.resolver = resolver or Resolver(config)
         self.endpoints = self.resolver.endpoints
         self.breakers = BreakerBoard(config.circuit_breaker.failures, config.circuit_breaker.cooldown)
@@ -207,7 +212,7 @@ class Router:
         except BaseException as exc:
             failure = exc
             if isinstance(exc, _BREAKS):
-                breaker.failure()
+                self._failed_on(lease.url, used.backend)
             raise
         finally:
             if not ok:
@@ -228,6 +233,7 @@ class Router:
         pending: list[Target | str] = [target, *target.fallbacks]
         last: BackendError | None = None
         tried: set[tuple[str, str]] = set()
+        failed: Target | None = None
         while pending:
             item = pending.pop(0)
             try:
@@ -238,6 +244,10 @@ class Router:
             if (current.backend, current.model) in tried:
                 continue
             tried.add((current.backend, current.model))
+            if failed is not None:
+                reason = str(last) if last is not None else "unavailable"
+                self._note(Note(FALLBACK, failed.backend, failed.model, reason=reason, to=f"{current.backend}/{current.model}"))
+            failed = current
             try:
                 return (await self._on_backend(current, messages, policy, call, attempts), current), attempts
             except ContextTooLong as exc:
@@ -300,7 +310,7 @@ class Router:
             except BackendError as exc:
                 cost = self._settle(ticket, lease.url, None, exc)
                 if isinstance(exc, _BREAKS):
-                    breaker.failure()
+                    self._failed_on(lease.url, target.backend)
                 else:
                     breaker.release()
                 wait = self._wait(exc, number, policy)
@@ -308,6 +318,7 @@ class Router:
                     attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, queued=queued, cost=cost))
                     raise
                 attempts.append(Attempt(target.backend, lease.url, str(exc), type(exc).__name__, wait, queued, cost))
+                self._note(Note(RETRY, target.backend, target.model, lease.url, str(exc), wait))
                 await self._sleep(wait)
                 continue
             except BaseException as exc:
@@ -323,11 +334,30 @@ class Router:
         """Spend control's word on this attempt (its rate-limit turn, budgets, the user's yes); a refusal sends nothing."""
         if self.spend is None:
             return None
+
+        def waiting(seconds: float) -> None:
+            self._note(Note(RATE_WAIT, target.backend, target.model, lease.url, seconds=seconds))
+
         try:
-            return await self.spend.admit(target, request)
-        except BaseException:
+            return await self.spend.admit(target, request, waiting=waiting)
+        except BaseException as exc:
             lease.end(ok=True)  # nothing was sent: not a failure of the endpoint
+            if isinstance(exc, SpendRefused):  # a budget, or a backend's daily limit
+                self._note(Note(REFUSED, target.backend, target.model, lease.url, str(exc)))
             raise
+
+    def _note(self, note: Note) -> None:
+        if self.on_note is not None:
+            self.on_note(note)
+
+    def _failed_on(self, url: str, backend: str) -> None:
+        """A failure that counts against the endpoint's breaker; told as a note when it opens the breaker."""
+        breaker = self.breakers[url]
+        was = breaker.state
+        breaker.failure()
+        if breaker.state == OPEN and was != OPEN:
+            reason = f"{breaker.failures} failures in a row" if was != HALF_OPEN else "the call that tested it again failed"
+            self._note(Note(BREAKER, backend, endpoint=url, reason=reason, seconds=breaker.cooldown))
 
     def _settle(self, ticket: Ticket | None, url: str, usage: Usage | None, error: BaseException | None) -> float | None:
         return self.spend.settle(ticket, endpoint=url, usage=usage, error=error) if self.spend is not None else 0.0

@@ -78,8 +78,11 @@ class SpendControl:
         self._prices: dict[tuple[str, str], Price | None] = {}
         self._endpoints: dict[str, str] = {}
 
-    async def admit(self, target: Target, request: ChatRequest) -> Ticket:
-        """Wait for the call's turn and let it go, or raise SpendRefused / NotConfirmed; nothing is sent until this returns."""
+    async def admit(self, target: Target, request: ChatRequest, *, waiting: Callable[[float], None] | None = None) -> Ticket:
+        """Wait for the call's turn and let it go, or raise SpendRefused / NotConfirmed; nothing is sent until this returns.
+
+        `waiting` is told how long the call will wait for its rate-limit turn, before the wait, when it must wait at all.
+        """
         backend = self._backend(target.backend)
         price = self._price(backend, target.model)
         prompt = budget.prompt_tokens(request.messages)
@@ -93,6 +96,8 @@ class SpendControl:
             pace = self._paces.get(backend.name) or self._paces.setdefault(backend.name, Pace(backend.rate_limit, self._clock))
             queued = pace.reserve(tokens)
             if queued > 0:
+                if waiting is not None:
+                    waiting(queued)
                 await self._sleep(queued)
         step = CURRENT_STEP.get()
         row = self._admitted(backend, target.model, worst, described, queued, step) if self._limited(backend) else None

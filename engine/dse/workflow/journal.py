@@ -6,11 +6,20 @@ happens and fsync'd before the next step can depend on it (a fan-out's per-item 
 fsync'd in batches, see `RunJournal.event`). A run killed with SIGKILL therefore loses nothing
 that had finished, and `dse run --resume <id>` knows exactly what to redo. Lines are plain JSON so
 `jq` and `grep` work on them.
+
+The process writing a journal holds an exclusive `flock` on its `events.jsonl` until it closes
+it; the kernel drops the lock when the process dies however it dies. That is how a reader tells
+a run that is still going from one that was killed (`is_running`), why `dse runs prune` never
+removes a live run, and why two processes never resume the same run at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -19,11 +28,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import InputError, Location
 from ..redact import Redactor
-from .results import StepResult
+from .results import TOLERATED, StepResult
 
 RUNS = "runs"
 # Events written once per fan-out item: flushed to the OS each, fsync'd at most every _SYNC_EVERY seconds.
@@ -48,6 +57,12 @@ class RunJournal:
         self.run_id = directory.name
         self._redactor = redactor
         self._events = open(directory / "events.jsonl", "a", encoding="utf-8")
+        if not _lock(self._events, fcntl.LOCK_EX):
+            self._events.close()
+            raise InputError(
+                f"run {self.run_id} is still running: another dse process is writing its journal",
+                hint="wait for it to end, or stop it (Ctrl-C) before resuming it",
+            ) from None
         self._unsynced = False
         self._synced = time.monotonic()
 
@@ -62,11 +77,14 @@ class RunJournal:
         inputs: Mapping[str, Any],
         redactor: Redactor = Redactor(),
         source: str | None = None,
+        graph: Iterable[Mapping[str, Any]] = (),
     ) -> RunJournal:
         """A new run's journal; `redactor` scrubs the config's secrets from everything written.
 
         `source` is the file the workflow was read from, when that is not `workflow` itself (a
         config's `workflows:` entry, `CONFIG#NAME`): its digest tells a resume whether it changed.
+        `graph` is the plan's steps in order, each `{id, kind, tool, needs}`: the step graph as it
+        was run, which the HTML report draws even after the workflow file changed or went away.
         """
         run_id = new_run_id()
         directory = state_dir / RUNS / run_id
@@ -79,6 +97,7 @@ class RunJournal:
             "config": str(Path(config).resolve()),
             "inputs": dict(inputs),
             "created": time.time(),
+            "graph": [dict(step) for step in graph],
         }
         journal = cls(directory, redactor)
         _write_atomic(directory / "run.json", journal._redactor.value(meta))
@@ -119,14 +138,128 @@ class RunJournal:
 
 
 def run_directory(state_dir: Path, run_id: str) -> Path:
+    """The directory of the run with exactly this id; `resolve_run` turns `last` or a prefix into one."""
     directory = state_dir / RUNS / run_id
     if not (directory / "run.json").is_file():
-        known = [r.id for r in list_runs(state_dir)][:5]
-        raise InputError(
-            f"no run {run_id!r} in {state_dir / RUNS}",
-            hint=f"recent runs: {', '.join(known)}" if known else "`dse runs` lists the runs",
-        )
+        raise _no_run(state_dir, run_id, run_ids(state_dir))
     return directory
+
+
+LAST = "last"
+"""The run reference that means the newest run."""
+
+
+def run_ids(state_dir: Path) -> list[str]:
+    """The recorded runs' ids, newest first: ids sort by start time to the second, and runs started
+    in the same second by the time their run.json records, so `last` is the run started last."""
+    root = state_dir / RUNS
+    if not root.is_dir():
+        return []
+    names = sorted((d.name for d in root.iterdir() if (d / "run.json").is_file()), reverse=True)
+    ordered: list[str] = []
+    for _second, same in itertools.groupby(names, key=lambda name: name[:_SECOND]):
+        ties = list(same)
+        ordered += sorted(ties, key=lambda name: _created_or_0(root / name), reverse=True) if len(ties) > 1 else ties
+    return ordered
+
+
+_SECOND = len("20261122-043012")  # the part of an id that is its start time
+
+
+def created_at(meta: Mapping[str, Any]) -> float | None:
+    """When run.json says the run was created (epoch seconds); None for a journal that does not say."""
+    created = meta.get("created")
+    return float(created) if isinstance(created, (int, float)) else None
+
+
+def _created_or_0(directory: Path) -> float:
+    """`created_at` of a run's directory; 0 where run.json cannot say (the id's order then stands)."""
+    try:
+        return created_at(read_meta(directory / "run.json")) or 0.0
+    except InputError:
+        return 0.0
+
+
+def resolve_run(state_dir: Path, ref: str) -> str:
+    """The id of the run `ref` names: `last` (the newest run), a full id, or a prefix only one id starts with.
+
+    An ambiguous prefix names its candidates, an unknown reference the ids closest to it: both are
+    input errors, so a typo is fixed from the message rather than by listing every run.
+    """
+    ids = run_ids(state_dir)
+    if ref == LAST:
+        if not ids:
+            raise InputError(f"no runs yet in {state_dir / RUNS}", hint="`dse run WORKFLOW` records one")
+        return ids[0]
+    if ref in ids:
+        return ref
+    matches = [run_id for run_id in ids if ref and run_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:_SHOWN]) + (f" and {len(matches) - _SHOWN} more" if len(matches) > _SHOWN else "")
+        raise InputError(f"run {ref!r} is ambiguous: {len(matches)} runs start with it: {shown}", hint="type more of the id")
+    raise _no_run(state_dir, ref, ids)
+
+
+_SHOWN = 10  # candidates an ambiguous prefix lists
+
+
+def _no_run(state_dir: Path, ref: str, ids: list[str]) -> InputError:
+    """No run is `ref`: name the ids that look most like it (compared over the length typed), else the newest."""
+    def likeness(run_id: str) -> float:
+        return difflib.SequenceMatcher(None, ref, run_id[: len(ref)]).ratio()
+
+    close = sorted((run_id for run_id in ids if likeness(run_id) >= 0.6), key=likeness, reverse=True)[:3]
+    if close:
+        hint = f"closest: {', '.join(close)}"
+    else:
+        hint = f"newest runs: {', '.join(ids[:3])} (or `last`)" if ids else "`dse runs` lists the runs"
+    return InputError(f"no run {ref!r} in {state_dir / RUNS}", hint=hint)
+
+
+def is_running(directory: Path) -> bool:
+    """Whether a live process is writing this run's journal: it holds the lock (see the module's docstring)."""
+    try:
+        handle = open(directory / "events.jsonl", "rb")
+    except OSError:
+        return False
+    with handle:
+        return not _lock(handle, fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def held(directory: Path) -> Iterator[bool]:
+    """Hold a run's journal lock for the block, as its writer would; yields False, holding nothing, while a process runs it.
+
+    What `dse runs prune` removes it removes under this lock, so no resumption starts on a run half gone.
+    """
+    try:
+        handle = open(directory / "events.jsonl", "rb")
+    except FileNotFoundError:
+        yield True  # no events file: no process ever wrote one to lock
+        return
+    with handle:
+        yield _lock(handle, fcntl.LOCK_EX)
+
+
+_LOCK_TRIES, _LOCK_PAUSE = 5, 0.01
+
+
+def _lock(handle: IO[Any], kind: int) -> bool:
+    """Take a `kind` flock (LOCK_EX or LOCK_SH) on an open file; False if another process keeps a conflicting one.
+
+    A check (`is_running`) holds its shared lock for microseconds, so a few quick tries tell a
+    check passing by from a writer that holds the lock for its whole run.
+    """
+    for attempt in range(_LOCK_TRIES):
+        try:
+            fcntl.flock(handle.fileno(), kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < _LOCK_TRIES:
+                time.sleep(_LOCK_PAUSE)
+    return False
 
 
 @dataclass
@@ -177,6 +310,8 @@ class RunRecord:
     `calls` is how many calls each endpoint served, per backend, summed over the run and its resumptions.
     `items` holds, per fan-out step, each item that finished (by index, with its digest and output).
     `spend` is what the whole run took over all its resumptions, each call counted once (see `_Tally`).
+    `notes` are the router's retries, fallbacks, opened breakers, refusals and rate-limit waits,
+    each as its `note` event (with `at` and `step_id`), in the order they happened.
     """
 
     id: str
@@ -191,6 +326,7 @@ class RunRecord:
     events: int = 0
     problem: str | None = None
     spend: Spend = field(default_factory=Spend)
+    notes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ended(self) -> bool:
@@ -200,7 +336,8 @@ class RunRecord:
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for step in self.steps.values():
-            counts[step["status"]] = counts.get(step["status"], 0) + 1
+            state = TOLERATED if step.get("tolerated") else step["status"]  # a failure the run went on from
+            counts[state] = counts.get(state, 0) + 1
         return {
             "id": self.id,
             "workflow": self.meta.get("workflow_name"),
@@ -252,15 +389,16 @@ class _Tally:
         self.spend.add(event)
 
 
-def read_run(directory: Path) -> RunRecord:
+def read_run(directory: Path, meta: dict[str, Any] | None = None) -> RunRecord:
     """Replay the events; a torn last line (the process died mid-write) is ignored, never fatal.
 
     A journal that is damaged otherwise (run.json is not the object `create` writes, a line
     before the last is not JSON, an event lacks what its kind needs) is an InputError located
     in the file: `dse show` says what is wrong, `dse runs` lists the run as unreadable.
+    `meta` is run.json as `read_meta` returned it, when the caller has read it already. A run
+    with no end event is `running` while its process lives (`is_running`), else `killed`.
     """
-    meta = _read_meta(directory / "run.json")
-    record = RunRecord(directory.name, meta)
+    record = RunRecord(directory.name, read_meta(directory / "run.json") if meta is None else meta)
     tally = _Tally(record.spend)
     events_path = directory / "events.jsonl"
     for line_number, event in _events(events_path):
@@ -270,12 +408,13 @@ def read_run(directory: Path) -> RunRecord:
             why = f"the event has no {exc}" if isinstance(exc, KeyError) else str(exc)
             raise InputError(f"damaged run journal: {why}", location=Location(str(events_path), line_number)) from None
     tally.invocation()
-    if record.status == "running" and record.events:
-        record.status = "running or killed"
+    if not record.ended:
+        record.status = "running" if is_running(directory) else "killed"
     return record
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def read_meta(path: Path) -> dict[str, Any]:
+    """A run's run.json, checked to be what `create` writes; an InputError located in it otherwise."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -326,25 +465,24 @@ def _replay(record: RunRecord, event: Any, tally: _Tally) -> None:
         record.status, record.outputs, record.finished = str(event["status"]), dict(event.get("outputs") or {}), at
     elif kind == "run_interrupted":
         record.status, record.finished = "interrupted", at
+    elif kind == "note":
+        record.notes.append(event)
     elif kind == "run_failed":
         record.status, record.finished = "failed", at
         record.outputs = {"error": event.get("error")}
 
 
 def list_runs(state_dir: Path) -> list[RunRecord]:
-    """Every run, newest first; one with a damaged journal is listed as unreadable, with why, not fatal."""
-    root = state_dir / RUNS
-    if not root.is_dir():
-        return []
-    runs = []
-    for directory in sorted(root.iterdir(), reverse=True):
-        if not (directory / "run.json").is_file():
-            continue
-        try:
-            runs.append(read_run(directory))
-        except InputError as exc:
-            runs.append(RunRecord(directory.name, {}, status="unreadable", problem=str(exc)))
-    return runs
+    """Every run, newest first; `workflow.history.find_runs` reads only the ones a listing shows."""
+    return [read_listed(state_dir / RUNS / run_id) for run_id in run_ids(state_dir)]
+
+
+def read_listed(directory: Path, meta: dict[str, Any] | None = None) -> RunRecord:
+    """`read_run` for a listing: a damaged journal is a run listed as unreadable, with why, not fatal."""
+    try:
+        return read_run(directory, meta)
+    except InputError as exc:
+        return RunRecord(directory.name, {}, status="unreadable", problem=str(exc))
 
 
 def _events(path: Path) -> Iterator[tuple[int, Any]]:

@@ -11,6 +11,8 @@ from typing import Any
 
 WAITING, RUNNING, DONE, SKIPPED, FAILED = "waiting", "running", "done", "skipped", "failed"
 DEPENDENCY_FAILED = "dependency failed"
+TOLERATED = "tolerated"
+"""Not a status (a tolerated step's status stays `failed`, as templates read it): how reports name its state."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,11 @@ class StepResult:
     of its items did); `truncated_inputs` names inputs a `truncate` filter cut on the way in.
     `cost` is USD (None: a price is unknown), `cached_calls` the calls the response cache
     answered, `rate_waited` the seconds its calls waited for their rate-limit turn.
+
+    `tolerated` marks a failure the step was allowed (`continue_on_error`): its status stays
+    `failed`, which templates read (`steps.x.status == 'failed'`), while the run goes on and is
+    reported done. `stdout` and `stderr` keep a failed command's evidence, bounded (see
+    `steps.command.kept`), for the journal and `dse show`.
     """
 
     id: str
@@ -28,9 +35,14 @@ class StepResult:
     status: str = WAITING
     output: Any = None
     error: str | None = None
+    tolerated: bool = False
+    stdout: str | None = None
+    stderr: str | None = None
     backend: str | None = None
     model: str | None = None
     endpoint: str | None = None
+    endpoints: list[str] = field(default_factory=list)
+    """Every endpoint that answered one of the step's calls, first use first (`endpoint` is the last one's)."""
     prompt: str | list[str] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -169,10 +169,9 @@ class Scheduler:
             finished[step_id].set()
 
     def _blocks(self, dep: str) -> bool:
-        """A failed dependency stops its dependants, unless it may fail; the stop propagates."""
+        """A failed dependency stops its dependants, unless its failure was tolerated; the stop propagates."""
         done = self.results[dep]
-        failed_hard = done.status == FAILED and not self.plan.steps[dep].step.continue_on_error
-        return failed_hard or done.error == DEPENDENCY_FAILED
+        return (done.status == FAILED and not done.tolerated) or done.error == DEPENDENCY_FAILED
 
     def _show(self, result: StepResult) -> None:
         self.results[result.id] = result
@@ -213,13 +212,18 @@ class Scheduler:
         return self._ended(result)
 
     def _ended(self, result: StepResult) -> StepResult:
+        """The finished record: timed, a failure marked tolerated where `continue_on_error` allows it, every text scrubbed."""
         finished = time.monotonic()
+        scrub = self.redactor.text
         return replace(
             result,
             finished_at=finished,
             seconds=finished - (result.started_at or finished),
+            tolerated=result.status == FAILED and self.plan.steps[result.id].step.continue_on_error,
             output=self.redactor.value(result.output),
-            error=self.redactor.text(result.error) if result.error else result.error,
+            error=scrub(result.error) if result.error else result.error,
+            stdout=scrub(result.stdout) if result.stdout else result.stdout,
+            stderr=scrub(result.stderr) if result.stderr else result.stderr,
         )
 
     async def _when(self, planned: PlannedStep, condition: str, context: dict[str, Any]) -> bool:
@@ -273,14 +277,17 @@ class Scheduler:
                 if failure and not keep_going:
                     return
                 async with self._admitted(planned):
+                    began = time.monotonic()
                     outcome = await self._perform(requests[index])
+                    seconds = time.monotonic() - began
                 if outcome.error is not None:
                     failure.append((index, outcome))
                     if keep_going:
                         continue
                     return
                 outcomes[index] = outcome
-                # Journaled as it finishes, so a resumed fan-out sends only the items that had not.
+                # Journaled as it finishes, so a resumed fan-out sends only the items that had not;
+                # where and for how long it ran is the HTML report's timeline.
                 self._journal(
                     "item_finished",
                     id=step.id,
@@ -290,6 +297,8 @@ class Scheduler:
                     prompt_tokens=outcome.prompt_tokens,
                     completion_tokens=outcome.completion_tokens,
                     cost=outcome.cost,
+                    endpoints=list(outcome.endpoints),
+                    seconds=seconds,
                 )
                 done += 1
                 self._show(replace(result, items_done=done, items_total=len(items)))
@@ -300,6 +309,7 @@ class Scheduler:
         total = _total([*finished, *(o for _, o in failure)])
         if failure:
             index, outcome = min(failure, key=lambda f: f[0])
+            total = replace(total, stdout=outcome.stdout, stderr=outcome.stderr)  # the first failed item's evidence
             if keep_going:
                 error = f"{len(failure)} of {len(items)} items failed; item {index}: {outcome.error}"
                 return replace(total, output=[o.output if o is not None else None for o in outcomes], error=error)
@@ -374,9 +384,12 @@ def _with(result: StepResult, outcome: Outcome) -> StepResult:
         result,
         output=outcome.output,
         error=outcome.error,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
         backend=outcome.backend or result.backend,
         model=outcome.model or result.model,
         endpoint=outcome.endpoint,
+        endpoints=list(outcome.endpoints),
         prompt=outcome.prompt,
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
@@ -395,7 +408,7 @@ def _with(result: StepResult, outcome: Outcome) -> StepResult:
 
 
 def _total(outcomes: list[Outcome]) -> Outcome:
-    """A fan-out's items added up: tokens, calls and attempts summed; where, from the last item that said.
+    """A fan-out's items added up: tokens, calls and attempts summed; where, from the last item that said, and every endpoint any item used.
 
     Truncated when any item's answer was, with how many; its inputs cut where any item's were.
     The cost is unknown when any item's is.
@@ -406,6 +419,7 @@ def _total(outcomes: list[Outcome]) -> Outcome:
         backend=last.backend,
         model=last.model,
         endpoint=last.endpoint,
+        endpoints=tuple(dict.fromkeys(url for o in outcomes for url in o.endpoints)),
         prompt_tokens=sum(o.prompt_tokens for o in outcomes),
         completion_tokens=sum(o.completion_tokens for o in outcomes),
         calls=sum(o.calls for o in outcomes),

@@ -70,15 +70,20 @@ class Outcome:
     the step inputs (`with.diff`, `prompt`) a template's `truncate` filter cut while rendering.
     `cost` is USD over every attempt (None: some price is unknown); `cached_calls` how many
     calls the response cache answered; `rate_waited` seconds spent waiting for rate-limit turns.
+    `stdout` and `stderr` are a failed command's output, bounded: the evidence of why it failed.
     """
 
     output: Any = None
     error: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
     retryable: bool = False
     prompt: str | list[str] | None = None
     backend: str | None = None
     model: str | None = None
     endpoint: str | None = None
+    endpoints: tuple[str, ...] = ()
+    """Every endpoint that answered a call of this performance, first use first."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0

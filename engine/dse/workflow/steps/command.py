@@ -33,21 +33,35 @@ class Command:
     schema: Mapping[str, Any] | None = None
 
     async def perform(self, services: Services) -> Outcome:
-        """One attempt, bounded by the step's `timeout:`; a failure is `retryable` and the scheduler's `retry:` decides."""
+        """One attempt, bounded by the step's `timeout:`; a failure is `retryable` and the scheduler's `retry:` decides.
+
+        A failure keeps what the command printed (what a timed-out one had printed so far):
+        a check such as `git diff --check` reports its findings on stdout, not stderr.
+        """
+        printed = _Printed()
         try:
-            output = await asyncio.wait_for(self._run({**services.environ, **self.env}), timeout=self.timeout)
+            code = await asyncio.wait_for(self._run({**services.environ, **self.env}, printed), timeout=self.timeout)
         except asyncio.TimeoutError:
-            return Outcome(error=f"timed out after {self.timeout:g}s", retryable=True, calls=1, attempts=1)
-        except (_Failed, OSError) as exc:
+            return self._failed(f"timed out after {self.timeout:g}s", printed, retryable=True)
+        except OSError as exc:
             return Outcome(error=str(exc), retryable=True, calls=1, attempts=1)
+        if code != 0:
+            return self._failed(exit_message(self.argv[0], code, printed.stdout(), printed.stderr()), printed, retryable=True)
+        output = printed.stdout().rstrip("\n")
         if not self.want_json:
             return Outcome(output=output, calls=1, attempts=1)
         try:
             return Outcome(output=parse_json(output, self.schema), calls=1, attempts=1)
         except OutputNotJson as exc:
-            return Outcome(error=f"{self.argv[0]} printed {exc}", calls=1, attempts=1)
+            return self._failed(f"{self.argv[0]} printed {exc}", printed, retryable=False)
 
-    async def _run(self, env: dict[str, str]) -> str:
+    def _failed(self, error: str, printed: _Printed, *, retryable: bool) -> Outcome:
+        return Outcome(
+            error=error, stdout=kept(printed.stdout()), stderr=kept(printed.stderr()), retryable=retryable, calls=1, attempts=1
+        )
+
+    async def _run(self, env: dict[str, str], printed: _Printed) -> int:
+        """The command's exit code; what it prints is gathered into `printed` as it comes, so a timeout loses none of it."""
         process = await asyncio.create_subprocess_exec(
             *_resolved(self.argv),
             cwd=self.cwd,
@@ -56,25 +70,65 @@ class Command:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        assert process.stdout is not None and process.stderr is not None
         try:
-            stdout, stderr = await process.communicate()
+            await asyncio.gather(_drain(process.stdout, printed.out), _drain(process.stderr, printed.err))
+            return await process.wait()
         except asyncio.CancelledError:
             process.kill()
             await process.wait()
             raise
-        if process.returncode != 0:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise _Failed(f"{self.argv[0]} exited with code {process.returncode}: {' | '.join(tail)}")
-        return stdout.decode(errors="replace").rstrip("\n")
+
+
+KEPT = 4000
+"""Characters kept of a failed command's stdout, and of its stderr: the end, where a failure says why."""
+
+EXCERPT = 300
+"""Characters of the failure's last lines quoted in the error message itself."""
+
+
+@dataclass
+class _Printed:
+    """What a command has printed so far, as bytes: decoded once it is all there (or the timeout cut it off)."""
+
+    out: bytearray = field(default_factory=bytearray)
+    err: bytearray = field(default_factory=bytearray)
+
+    def stdout(self) -> str:
+        return self.out.decode(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err.decode(errors="replace")
+
+
+async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        into += chunk
+
+
+def kept(text: str, limit: int = KEPT) -> str | None:
+    """The last `limit` characters of what a command printed, saying how many were cut before them; None for nothing printed."""
+    if not text.strip():
+        return None
+    if len(text) <= limit:
+        return text
+    return f"[... {len(text) - limit} characters cut ...]\n{text[-limit:]}"
+
+
+def exit_message(program: str, code: int, stdout: str, stderr: str) -> str:
+    """`git exited with code 2: <its last lines>`: from stderr, else from stdout (said so), where a check prints its findings."""
+    for label, text in (("", stderr), ("stdout: ", stdout)):
+        lines = [line.strip() for line in text.strip().splitlines()[-3:] if line.strip()]
+        if lines:
+            excerpt = " | ".join(lines)
+            excerpt = excerpt if len(excerpt) <= EXCERPT else "..." + excerpt[-EXCERPT:]
+            return f"{program} exited with code {code}: {label}{excerpt}"
+    return f"{program} exited with code {code}, printing nothing"
 
 
 def _resolved(argv: tuple[str, ...]) -> tuple[str, ...]:
     """`dse` is the dse that runs the workflow (this interpreter), whatever PATH holds: `run: [dse, changes]` always works."""
     return (sys.executable, "-m", "dse", *argv[1:]) if argv[:1] == ("dse",) else argv
-
-
-class _Failed(Exception):
-    """The command exited non-zero; becomes the outcome's error."""
 
 
 def command(planned: PlannedStep, context: Mapping[str, Any], deadline: float | None) -> Command:

@@ -113,6 +113,7 @@ class _Tally:
                 backend=(closing.backend if closing else None) or call.target.backend,
                 model=call.target.model,
                 endpoint=closing.endpoint if closing else done.endpoint,
+                endpoints=_used(done, closing.endpoint if closing else None),
                 first_token=first_token,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -130,6 +131,7 @@ class _Tally:
             backend=response.backend,
             model=response.model,
             endpoint=response.endpoint,
+            endpoints=_used(done, response.endpoint),
             prompt_tokens=done.prompt_tokens + response.usage.prompt_tokens,
             completion_tokens=done.completion_tokens + response.usage.completion_tokens,
             calls=done.calls + 1,
@@ -140,6 +142,11 @@ class _Tally:
             **_spent(done, response.attempts, cached=response.cached),
         )
         return response.text.strip()
+
+
+def _used(done: Outcome, endpoint: str | None) -> tuple[str, ...]:
+    """The endpoints that answered so far, with this call's added once."""
+    return tuple(dict.fromkeys([*done.endpoints, *([endpoint] if endpoint else [])]))
 
 
 def _spent(done: Outcome, attempts: Sequence[Attempt], *, cached: bool) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class SubWorkflow:
             rate_waited=sum(s.rate_waited for s in steps),
         )
         if outcome.status != "done":
-            failed = [f"{s.id}: {s.error}" for s in steps if s.status == "failed"]
+            failed = [f"{s.id}: {s.error}" for s in steps if s.status == "failed" and not s.tolerated]
             return replace(spent, error=f"sub-workflow {Path(self.plan.workflow.path).name} failed ({'; '.join(failed)})")
         return replace(spent, output=outcome.outputs)
 
