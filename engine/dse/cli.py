@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, completion
 from .errors import DseError, InputError, InputErrors
 
 EPILOG = """\
@@ -36,7 +36,7 @@ examples:
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
   dse select "refactor a large Python module"         rank configured models for a task
   dse status                                          what is reachable, ready, and why not
-  dse config show                                     the effective config, secrets redacted
+  dse config show                                     the effective config, secrets as ${VAR}
 
 config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml, else the
 packaged default is used; a .env beside the config supplies ${VAR} values the environment lacks.
@@ -73,9 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  dse run --resume last   (or a run id, or a prefix only one run id starts with)\n"
         "  dse run big_batch.yaml --cluster local:4   (step bodies on 4 Dask worker processes)",
     )
-    run.add_argument("workflow", nargs="?", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
-    run.add_argument("--resume", metavar="RUN", help="re-run only what did not finish in that run: its id, a unique prefix of it, or `last`")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)")
+    run.add_argument(
+        "workflow", nargs="?", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)"
+    ).completer = completion.workflows  # type: ignore[attr-defined]
+    run.add_argument(
+        "--resume", metavar="RUN", help="re-run only what did not finish in that run: its id, a unique prefix of it, or `last`"
+    ).completer = completion.runs  # type: ignore[attr-defined]
+    run.add_argument(
+        "--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="a workflow input (repeatable)"
+    ).completer = completion.inputs  # type: ignore[attr-defined]
     run.add_argument("--inputs", metavar="FILE", help="workflow inputs from a JSON file ('-' for stdin)")
     run.add_argument("--max-parallel", type=_at_least_one, metavar="N", help="at most N steps at once")
     run.add_argument(
@@ -99,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     plan = command("plan", "show which backend and model every step resolves to, and why", "dse plan workflows/review.yaml")
-    plan.add_argument("workflow", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)")
+    plan.add_argument(
+        "workflow", help="a workflow YAML file, or a name: in the config's `workflows:`, ./workflows/NAME.yaml, or packaged (review, explain)"
+    ).completer = completion.workflows  # type: ignore[attr-defined]
     plan.add_argument("--why", action="store_true", help="print every reason in the resolution chain")
     plan.add_argument(
         "--check", action="store_true",
@@ -158,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dse show                          the newest run\n  dse show 20261122-04 --full       a unique prefix of a run id; prompts and outputs in full\n"
         "  dse show last --html report.html  the run as one HTML file: step graph, timeline per endpoint, every step",
     )
-    show_run.add_argument("run_id", nargs="?", default="last", metavar="RUN", help="a run id, a prefix only one run id starts with, or `last` (the default)")
+    show_run.add_argument(
+        "run_id", nargs="?", default="last", metavar="RUN", help="a run id, a prefix only one run id starts with, or `last` (the default)"
+    ).completer = completion.runs  # type: ignore[attr-defined]
     show_run.add_argument("--full", action="store_true", help="prompts and outputs in full (by default each is cut to a few lines)")
     show_run.add_argument("--html", metavar="PATH", type=Path, help="write the run as one self-contained HTML file (step graph, timeline per endpoint, every step in full) instead")
     usage = command(
@@ -186,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("stats", "hits, misses, hit rate, entries and size of the response cache", "dse cache stats --json", under=cache_commands)
     command("clear", "remove every cached answer and the hit and miss counts", "dse cache clear", under=cache_commands)
 
-    graph = command("graph", "print a workflow's dependency graph as Mermaid or Graphviz dot", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg")
-    graph.add_argument("workflow")
+    graph = command(
+        "graph", "print a workflow's dependency graph as Mermaid or Graphviz dot (--json: nodes and edges)", "dse graph workflows/review.yaml --format dot | dot -Tsvg > review.svg"
+    )
+    graph.add_argument("workflow").completer = completion.workflows  # type: ignore[attr-defined]
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
 
     init = commands.add_parser(
@@ -224,10 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     save.add_argument("path")
     save.add_argument("text")
+    shell = commands.add_parser(
+        "completion",
+        help="print the shell code that completes dse commands, workflows, run ids and --input names",
+        description="Print the code your shell evaluates to complete dse: commands and options, workflow files and names, run ids, and the --input names of the workflow on the line.",
+        epilog='install (bash; zsh alike, into ~/.zshrc):\n  echo \'eval "$(dse completion bash)"\' >> ~/.bashrc',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shell.add_argument("shell", nargs="?", default="bash", choices=completion.SHELLS, help="the shell (default: bash)")
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
-    show = config_commands.add_parser("show", help="the effective config with defaults filled in and secrets redacted")
+    show = config_commands.add_parser("show", help="the effective config with defaults filled in, secrets as their ${VAR}: dse validate accepts it")
     show.add_argument("--config", metavar="PATH")
     show.add_argument("--json", action="store_true")
     dise = config_commands.add_parser("import", help="write a dse config equivalent to a DiSE config file, and report what was mapped and dropped")
@@ -257,6 +277,8 @@ _at_least_one = _whole_number(1)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if completion.active():
+        completion.complete(parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -295,6 +317,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "save": _save,
         "usage": _usage,
         "cache": _cache,
+        "completion": _completion,
     }[args.command]
     try:
         return handler(args)
@@ -588,6 +611,11 @@ def _changes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    print(completion.shellcode(args.shell))
+    return 0
+
+
 def _save(args: argparse.Namespace) -> int:
     """Write first, then print: a failed write prints nothing but the error. Only a regular file is written (a FIFO would block)."""
     text = args.text if args.text.endswith("\n") else args.text + "\n"
@@ -627,7 +655,10 @@ def _graph(args: argparse.Namespace) -> int:
     from .workflow import build_dag, load_workflow
 
     workflow = load_workflow(args.workflow)
-    print(console.graph_text(workflow, build_dag(workflow), args.format))
+    if args.json:
+        print(json.dumps(console.graph_data(workflow, build_dag(workflow)), indent=2))
+    else:
+        print(console.graph_text(workflow, build_dag(workflow), args.format))
     return 0
 
 
@@ -676,7 +707,7 @@ def _validate(args: argparse.Namespace) -> int:
     for name in config.workflows:
         warnings += build_plan(config_workflow(name, config), config, Resolver(config)).warnings
     if args.json:
-        print(json.dumps({"valid": True, "config": config.path, "workflows": workflows, "warnings": warnings}, indent=2))
+        print(json.dumps({"ok": True, "config": config.path, "workflows": workflows, "warnings": warnings}, indent=2))
     else:
         _print_warnings(warnings)
         print(f"ok: {config.path}" + "".join(f", {w}" for w in workflows))
@@ -731,7 +762,9 @@ def _config_show(args: argparse.Namespace) -> int:
     from .config import load_config
     from .config.export import to_data
 
-    data = to_data(load_config(args.config))
+    config = load_config(args.config)
+    _print_warnings(config.warnings)
+    data = to_data(config)
     print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
 

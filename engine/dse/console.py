@@ -251,14 +251,15 @@ def calls_lines(calls: dict[str, dict[str, int]]) -> list[str]:
 
 
 def run_json(result: RunResult, calls: dict[str, dict[str, int]]) -> str:
+    """The run record of schemas/records.schema.json, in the keys `dse show --json` uses too."""
     document = {
-        "run_id": result.run_id,
+        "id": result.run_id,
         "workflow": result.workflow,
         "status": result.status,
         "seconds": round(result.seconds, 3),
         "steps": [asdict(r) for r in result.steps.values()],
         "outputs": result.outputs,
-        "calls_per_endpoint": calls,
+        "calls": calls,
         "spend": run_spend(result).as_dict(),
     }
     return json.dumps(document, indent=2, default=str)
@@ -642,6 +643,12 @@ def graph_text(workflow: Workflow, graph: nx.DiGraph[str], form: str) -> str:
     lines += [f'  {n}["{label(n)}"]' for n in graph.nodes]
     lines += [f"  {a} --> {b}" for a, b in graph.edges]
     return "\n".join(lines)
+
+
+def graph_data(workflow: Workflow, graph: nx.DiGraph[str]) -> dict[str, Any]:
+    """`dse graph --json`: the steps as nodes (with their kind and tool) and each `needs` as an edge."""
+    nodes = [{"id": n, "kind": workflow.step(n).kind, "tool": workflow.step(n).tool} for n in graph.nodes]
+    return {"workflow": workflow.name, "nodes": nodes, "edges": [{"from": a, "to": b} for a, b in graph.edges]}
 
 
 def status_data(reports: list[BackendReport]) -> list[dict[str, Any]]:

@@ -116,7 +116,7 @@ def short_url(url: str) -> str:
 def parts_of(result: StepResult, *, now: float, tail: str = "") -> list[Part]:
     """A step's parts in line order, ranked: its time, `n/m done`, what went wrong, where it ran, the rest, streamed text.
 
-    `now` (time.monotonic) ticks a running step's time.
+    `now` (epoch seconds, as `started_at`) ticks a running step's time.
     """
     named = dict(step_parts(result))
     seconds = named.pop("seconds", None)
@@ -152,7 +152,7 @@ def id_column(ids: Sequence[str], width: int) -> int:
 class LiveView:
     """The step lines, redrawn in place by rich; run and event lines printed above them, each cut to one line."""
 
-    def __init__(self, rows: Sequence[StepResult], stream: IO[str], *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rows: Sequence[StepResult], stream: IO[str], *, clock: Callable[[], float] = time.time) -> None:
         self.rows = {row.id: row for row in rows}
         self.tails: dict[str, str] = {}
         self._clock = clock

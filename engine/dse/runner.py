@@ -25,11 +25,11 @@ from .routing.notes import Note, NoteSink
 from .spend import Confirm, SpendPlan, SpendSession
 from .spend.control import CURRENT_STEP
 from .runners import InProcessRunner, StepRunner, check_cluster
-from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan, load_workflow
+from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan
 from .workflow.results import StepResult
 from .workflow.scheduler import EventSink
 from .workflow.steps import ChunkSink
-from .workflow.from_config import config_workflow, is_config_workflow, workflow_file
+from .workflow.from_config import named_workflow
 from .workflow.journal import RUNS, RunJournal, file_digest, read_run, run_directory
 
 
@@ -61,7 +61,7 @@ def prepare(
     """
     config = load_config(config_path, strict=strict)
     reference = str(workflow_path)
-    workflow = config_workflow(reference, config) if is_config_workflow(reference, config) else load_workflow(workflow_file(reference, config))
+    workflow = named_workflow(reference, config)
     plan = build_plan(workflow, config, Resolver(config))
     bound = bind_inputs(workflow, inputs or {})
     return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
@@ -109,7 +109,7 @@ async def run_workflow(
     assume_yes: bool = False,
     confirm: Confirm | None = None,
 ) -> tuple[RunResult, dict[str, dict[str, int]]]:
-    """Run a prepared plan with a journal; returns the result and the calls each endpoint served.
+    """Run a prepared plan with a journal; returns the result and the calls each endpoint received.
 
     Once the journal exists it says how the run ended, whatever ends it: the scheduler records
     a finish or an interruption, and anything that escapes before it could (a server that would

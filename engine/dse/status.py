@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .backends import Backend, Health, ModelEntry, make_backend
 from .backends.registry import backend_type
@@ -67,7 +68,7 @@ class BackendReport:
     unavailable: str | None = None
     endpoints: list[EndpointReport] = field(default_factory=list)
     configured_models: dict[str, str] = field(default_factory=dict)
-    managed: dict[str, str] | None = None
+    managed: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,11 +152,12 @@ def _served(backend: BackendConfig) -> dict[str, tuple[Endpoint, list[str]]]:
     return served
 
 
-def _managed(backend: BackendConfig) -> dict[str, str]:
+def _managed(backend: BackendConfig) -> dict[str, Any]:
+    """What `dse status` says of a managed backend; numbers stay numbers for `--json`."""
     assert backend.managed is not None
     settings = backend.managed
-    info = {
-        "replicas": str(settings.replicas),
+    info: dict[str, Any] = {
+        "replicas": settings.replicas,
         "model": settings.model,
         "state": "started on demand by `dse run`, restarted if one dies",
         "capacity": f"{settings.parallel} slot{'s' if settings.parallel != 1 else ''} per replica (managed.parallel)",

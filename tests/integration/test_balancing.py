@@ -44,10 +44,10 @@ def test_thirty_calls_spread_over_three_replicas(write, tmp_path: Path) -> None:
     result = run_dse("run", str(workflow), "--config", str(config), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    served = document["calls_per_endpoint"]["local"]
+    served = document["calls"]["local"]
     assert len(served) == 3 and sum(served.values()) == 30
     assert all(n >= 5 for n in served.values()), f"each replica takes a fair share (at least 5 of 30): {served}"
-    shown = run_dse("show", document["run_id"], cwd=tmp_path)
+    shown = run_dse("show", document["id"], cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "calls on local: " in shown.stdout and all(f"{url} x{n}" in shown.stdout for url, n in served.items())
 

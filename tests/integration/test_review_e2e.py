@@ -58,7 +58,7 @@ def test_each_mode_reviews_its_files_and_says_what_it_skipped(review_repo: Path,
         assert f"{path}, binary file" in report
     parts = len(steps["changes"]["output"]["files"])
     assert calls(document) == 1 + parts + 1, "every JSON answer came through the constraint: no repair calls"
-    assert sum(document["calls_per_endpoint"]["local"].values()) == calls(document)
+    assert sum(document["calls"]["local"].values()) == calls(document)
 
 
 def test_the_report_goes_to_a_file_and_the_servers_stop(review_repo: Path) -> None:

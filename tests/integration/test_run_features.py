@@ -36,7 +36,7 @@ def test_fan_out_spreads_over_both_replicas(write, tmp_path: Path) -> None:
     result = run_dse("run", str(workflow), "--config", str(CONFIG), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    served = document["calls_per_endpoint"]["local"]
+    served = document["calls"]["local"]
     assert len(served) == 2 and all(n >= 1 for n in served.values()) and sum(served.values()) == 6
     step = document["steps"][0]
     assert len(step["output"]) == 6 and all(isinstance(o, str) and o for o in step["output"])

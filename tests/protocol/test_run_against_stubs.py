@@ -218,7 +218,7 @@ def test_a_resumed_fan_out_sends_only_the_items_that_had_not_finished(stub: Stub
     )
     first = subprocess.run([sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert first.returncode == 1, first.stderr
-    run_id = json.loads(first.stdout)["run_id"]
+    run_id = json.loads(first.stdout)["id"]
     sent_first = len(stub.calls("POST", "/v1/chat/completions"))
     assert sent_first >= 4, "items 0-2 answered, item 3 failed (what was in flight after it may or may not have left)"
     stub.route("POST", "/v1/chat/completions", openai_chat("again"))
@@ -254,5 +254,5 @@ def test_a_workflow_file_with_a_hash_in_its_name_runs_and_resumes(stub: StubServ
     workflow = write("my#flow.yaml", "name: hashed\nsteps:\n  - id: a\n    prompt: hi\n")
     first = subprocess.run([sys.executable, "-m", "dse", "run", str(workflow), "--config", str(config), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    again = subprocess.run([sys.executable, "-m", "dse", "run", "--resume", json.loads(first.stdout)["run_id"]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    again = subprocess.run([sys.executable, "-m", "dse", "run", "--resume", json.loads(first.stdout)["id"]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "changed since run" not in again.stderr, again.stderr

@@ -61,7 +61,7 @@ def test_an_answer_that_echoes_every_secret_is_scrubbed_everywhere(stub: StubSer
     (request,) = stub.calls("POST", "/v1/chat/completions")
     assert request.headers["x-gateway-token"] == HEADER_TOKEN, "scrubbing is for output only: the server gets the real values"
     as_json = run_dse("run", str(workflow), "--config", str(cfg), "--json", cwd=tmp_path, env=ENV)
-    run_id = json.loads(as_json.stdout)["run_id"]
+    run_id = json.loads(as_json.stdout)["id"]
     shown = run_dse("show", run_id, cwd=tmp_path, env=ENV)
     plan = run_dse("plan", str(workflow), "--config", str(cfg), "--why", cwd=tmp_path, env=ENV)
     config_show = run_dse("config", "show", "--config", str(cfg), "--json", cwd=tmp_path, env=ENV)

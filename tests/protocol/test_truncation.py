@@ -70,10 +70,10 @@ def test_a_cut_answer_is_marked_in_every_form(case: str, stub: StubServer, write
     assert step["truncated"] is True and step["finish_reason"] == "length", step
     assert document["outputs"]["answer"] == "It all began", "the cut answer is still the output"
 
-    shown = json.loads(dse("show", document["run_id"], "--json", cwd=tmp_path).stdout)
-    journaled = shown["steps"]["ask"]
+    shown = json.loads(dse("show", document["id"], "--json", cwd=tmp_path).stdout)
+    (journaled,) = shown["steps"]
     assert journaled["truncated"] is True and journaled["finish_reason"] == "length"
-    text = dse("show", document["run_id"], cwd=tmp_path).stdout
+    text = dse("show", document["id"], cwd=tmp_path).stdout
     assert f"[ok] ask" in text and MARK in text.split("[ok] ask", 1)[1].splitlines()[0]
 
     plain = dse("run", wf, "--config", cfg, cwd=tmp_path)

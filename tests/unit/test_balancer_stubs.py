@@ -217,3 +217,20 @@ def test_show_prints_how_the_calls_were_spread(tmp_path: Path, write) -> None:
     assert record.calls == {"local": {"http://a": 3, "http://b": 1}}, "summed over the run and its resumption"
     assert "calls on local: http://a x3, http://b x1" in show_text(record)
     assert json.loads(json.dumps(record.as_dict()))["calls"] == record.calls
+
+
+def test_calls_per_endpoint_counts_every_request_the_server_received(stub: StubServer, write) -> None:
+    """A 500 then an answer is two calls on that endpoint, as the server saw them, not one."""
+    stub.route("POST", "/v1/chat/completions", Reply(status=500, json={"error": {"message": "boom"}}), openai_chat("ok"))
+    router, target = router_for(
+        write, f"llm:\n  backend: s\n  retry: {{attempts: 3, backoff: 0}}\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}}}\n"
+    )
+
+    async def run() -> None:
+        try:
+            await router.chat(target, [Message("user", "hi")])
+        finally:
+            await router.aclose()
+
+    asyncio.run(run())
+    assert router.calls_per_endpoint() == {"s": {f"{stub.url}/v1": 2}} == {"s": {f"{stub.url}/v1": len(stub.requests)}}

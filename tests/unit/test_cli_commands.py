@@ -51,7 +51,7 @@ def test_validate_and_plan_show_every_dise_snippet_as_the_guide_says(
     code, out, err = cli(capsys, "validate", "--json", "--config", config)
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["valid"] is True and shown["config"] == config
+    assert shown["ok"] is True and shown["config"] == config
     assert len(shown["warnings"]) == len(guide.warnings)
     assert all(expected in warning for warning, expected in zip(shown["warnings"], guide.warnings))
     if not guide.calls:
@@ -180,7 +180,7 @@ def test_runs_and_show_read_the_journal(capsys, write, monkeypatch, tmp_path: Pa
     monkeypatch.chdir(tmp_path)
     workflow = write("wf.yaml", "name: tiny\nsteps:\n  - id: a\n    run: [echo, hello]\n")
     code, out, _ = cli(capsys, "run", str(workflow), "--config", str(CONFIG), "--json")
-    run_id = json.loads(out)["run_id"]
+    run_id = json.loads(out)["id"]
     code, out, _ = cli(capsys, "runs", "--json")
     assert code == 0 and json.loads(out)[0]["id"] == run_id and json.loads(out)[0]["status"] == "done"
     code, out, _ = cli(capsys, "show", run_id)

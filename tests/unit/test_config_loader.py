@@ -175,7 +175,7 @@ def test_config_show_never_contains_the_secret(write) -> None:
     config = load_config(path, environ={"OPENAI_API_KEY": "sk-very-secret-value"})
     assert "sk-very-secret-value" not in repr(config)
     shown = to_data(config)
-    assert shown["llm"]["openai"]["api_key"] == "***"
+    assert shown["llm"]["openai"]["api_key"] == "${OPENAI_API_KEY}", "the reference it was written as, never its value"
     assert "sk-very-secret-value" not in str(shown)
 
 

@@ -93,7 +93,7 @@ def test_show_and_resume_take_last_or_a_unique_prefix_and_refuse_the_ambiguous_a
     code, failed = real_run(capsys, state, workflow)
     assert code == 1 and failed["status"] == "failed"
     code, other = real_run(capsys, state, write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    run: [echo, hi]\n"))
-    first, second = failed["run_id"], other["run_id"]
+    first, second = failed["id"], other["id"]
 
     code, out, _ = cli(capsys, "show", "--state-dir", str(state))
     assert code == 0 and out.startswith(f"run {second}: ok"), "no RUN is the newest"
@@ -113,9 +113,9 @@ def test_show_and_resume_take_last_or_a_unique_prefix_and_refuse_the_ambiguous_a
     marker.write_text("")
     code, out, err = cli(capsys, "run", "--resume", unique, "--config", str(CONFIG), "--state-dir", str(state), "--json")
     assert code == 0, err
-    assert json.loads(out)["run_id"] == first and read_run(state / RUNS / first).status == "done"
+    assert json.loads(out)["id"] == first and read_run(state / RUNS / first).status == "done"
     code, out, _ = cli(capsys, "run", "--resume", "last", "--config", str(CONFIG), "--state-dir", str(state), "--json")
-    assert code == 0 and json.loads(out)["run_id"] == second
+    assert code == 0 and json.loads(out)["id"] == second
     code, _, err = cli(capsys, "run", "--resume", common, "--config", str(CONFIG), "--state-dir", str(state))
     assert code == 2 and "is ambiguous" in err
 
@@ -134,7 +134,7 @@ def test_last_is_the_run_started_last_even_within_one_second(capsys, tmp_path: P
 def test_a_run_still_running_cannot_be_resumed_by_a_second_process(capsys, write, tmp_path: Path) -> None:
     state = tmp_path / "state"
     code, done = real_run(capsys, state, write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    run: [echo, hi]\n"))
-    held = RunJournal.reopen(state, done["run_id"])
+    held = RunJournal.reopen(state, done["id"])
     try:
         code, _, err = cli(capsys, "run", "--resume", "last", "--config", str(CONFIG), "--state-dir", str(state))
         assert code == 2 and "is still running" in err

@@ -267,7 +267,7 @@ def test_usage_of_a_run_matches_its_journal_and_its_price(stub: StubServer, writ
     code, out, err = cli(capsys, "run", str(workflow), "--config", str(config), "--state-dir", str(state), "--json")
     assert code == 0, err
     run = json.loads(out)
-    run_id, steps = run["run_id"], {s["id"]: s for s in run["steps"]}
+    run_id, steps = run["id"], {s["id"]: s for s in run["steps"]}
     records = read_run(state / "runs" / run_id).steps
     journal_in = sum(r["prompt_tokens"] for r in records.values())
     journal_out = sum(r["completion_tokens"] for r in records.values())

@@ -65,15 +65,16 @@ class Lease:
     def url(self) -> str:
         return self.state.endpoint.url
 
-    def end(self, ok: bool) -> None:
+    def end(self, ok: bool, *, sent: bool = True) -> None:
+        """`sent` False gives the slot back for a call that never left (refused by spend control, or a gate that failed)."""
         if self.ended:
             return
         self.ended = True
         self.state.in_flight -= 1
-        if ok:
+        if sent and ok:
             self.state.served += 1
             self.state.streak = 0
-        else:
+        elif sent:
             self.state.failed += 1
             self.state.streak += 1
         self.on_end(self.state, ok)
@@ -187,8 +188,8 @@ class EndpointPool:
         return views
 
     def counts(self) -> dict[str, int]:
-        """Calls served per endpoint URL: what `dse run` and the journal report."""
-        return {s.endpoint.url: s.served for s in self.states}
+        """Calls each endpoint received, answered or failed: what `dse run` and the journal report."""
+        return {s.endpoint.url: s.served + s.failed for s in self.states}
 
     def _choose(self, allow: Allow | None, model: str | None, backend: str) -> EndpointState | None:
         """The endpoint for the next call; None when every candidate is full; raises when none is healthy."""

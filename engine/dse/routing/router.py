@@ -341,7 +341,7 @@ class Router:
         try:
             return await self.spend.admit(target, request, waiting=waiting)
         except BaseException as exc:
-            lease.end(ok=True)  # nothing was sent: not a failure of the endpoint
+            lease.end(ok=True, sent=False)
             if isinstance(exc, SpendRefused):  # a budget, or a backend's daily limit
                 self._note(Note(REFUSED, target.backend, target.model, lease.url, str(exc)))
             raise
@@ -368,7 +368,7 @@ class Router:
         try:
             leave = await gate.enter(lease.url, lease.state.capacity)
         except BaseException:
-            lease.end(ok=True)  # nothing was sent: not a failure of the endpoint
+            lease.end(ok=True, sent=False)
             raise
         ended = lease.on_end
 
@@ -445,7 +445,7 @@ class Router:
         return slots + min(slots, pool.settings.queue_limit)
 
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
-        """Calls served per endpoint, grouped by backend: shown after a run."""
+        """Calls each endpoint received (answered or failed), grouped by backend: shown after a run."""
         out: dict[str, dict[str, int]] = {}
         for (backend, _role), pool in self._pools.items():
             out.setdefault(backend, {}).update(pool.counts())

@@ -23,7 +23,7 @@ from typing import Any
 from .. import defaults
 from ..config import Config, read_yaml
 from ..errors import InputError, Location
-from .model import InputSpec, Step, Workflow
+from .model import InputSpec, Step, Workflow, load_workflow
 
 SEPARATOR = "#"
 
@@ -33,6 +33,11 @@ def is_config_workflow(reference: str, config: Config) -> bool:
     if Path(reference).is_file():
         return False
     return _name(reference, config) in config.workflows or reference.startswith(f"{config.path}{SEPARATOR}")
+
+
+def named_workflow(reference: str, config: Config) -> Workflow:
+    """The workflow a reference names: one in the config's `workflows:`, a file, ./workflows/NAME.yaml, or a packaged one."""
+    return config_workflow(reference, config) if is_config_workflow(reference, config) else load_workflow(workflow_file(reference, config))
 
 
 def workflow_file(reference: str, config: Config) -> str:

@@ -307,7 +307,7 @@ class Spend:
 class RunRecord:
     """A run as read back from its journal: what was asked, what each step last did, how it ended.
 
-    `calls` is how many calls each endpoint served, per backend, summed over the run and its resumptions.
+    `calls` is how many calls each endpoint received, per backend, summed over the run and its resumptions.
     `items` holds, per fan-out step, each item that finished (by index, with its digest and output).
     `spend` is what the whole run took over all its resumptions, each call counted once (see `_Tally`).
     `notes` are the router's retries, fallbacks, opened breakers, refusals and rate-limit waits,
@@ -333,6 +333,11 @@ class RunRecord:
         """Whether the journal says how the (latest resumption of the) run ended."""
         return self.finished is not None
 
+    @property
+    def seconds(self) -> float | None:
+        """How long the (latest resumption of the) run took; None until it ended."""
+        return round(self.finished - self.started, 3) if self.finished and self.started else None
+
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for step in self.steps.values():
@@ -343,20 +348,29 @@ class RunRecord:
             "workflow": self.meta.get("workflow_name"),
             "status": self.status,
             "started": self.started,
-            "seconds": round(self.finished - self.started, 3) if self.finished and self.started else None,
+            "seconds": self.seconds,
             "steps": counts,
             "problem": self.problem,
             "spend": self.spend.as_dict(),
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """The record's fields by name, for `dse show --json`.
+        """The record's fields by name, for `dse show --json`: the run record of schemas/records.schema.json.
+
+        It shares its keys with `dse run --json` (`workflow`, `seconds`, `steps` as a list in the workflow's order).
 
         Unlike `dataclasses.asdict` this does not deep-copy what the journal parsed (only `spend`
         is a dataclass), which for a fan-out of 10,000 items took longer than reading the journal:
         the nested dicts and lists are the record's own, not to be changed.
         """
-        return {**{f.name: getattr(self, f.name) for f in dataclass_fields(self)}, "spend": self.spend.as_dict()}
+        order = {step["id"]: n for n, step in enumerate(self.meta.get("graph") or [])}  # the workflow's order, as `dse run --json`
+        return {
+            **{f.name: getattr(self, f.name) for f in dataclass_fields(self)},
+            "workflow": self.meta.get("workflow_name"),
+            "seconds": self.seconds,
+            "steps": sorted(self.steps.values(), key=lambda step: order.get(step["id"], len(order))),
+            "spend": self.spend.as_dict(),
+        }
 
 
 def _field(record: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:

@@ -186,11 +186,12 @@ class Scheduler:
     async def _execute(self, planned: PlannedStep) -> StepResult:
         """The step's final record; scrubbed of secrets a server may have echoed, so none reaches a later prompt, the journal or a screen."""
         step = planned.step
-        result = replace(self.results[step.id], started_at=time.monotonic())
+        began = time.monotonic()  # the step's duration; `started_at` and `finished_at` are epoch times for people and scripts
+        result = replace(self.results[step.id], started_at=time.time())
         try:
             context = self._context()
             if step.when is not None and not await self._when(planned, step.when, context):
-                return self._ended(replace(result, status=SKIPPED))
+                return self._ended(replace(result, status=SKIPPED), began)
             if planned.resolution is not None:
                 result = replace(result, backend=planned.resolution.target.backend, model=planned.resolution.target.model)
             result = replace(result, status=RUNNING)
@@ -209,16 +210,15 @@ class Scheduler:
                 raise
             tries = [asdict(t) for t in getattr(exc, "attempts", ())]
             result = replace(result, status=FAILED, error=str(exc), tries=tries or result.tries)
-        return self._ended(result)
+        return self._ended(result, began)
 
-    def _ended(self, result: StepResult) -> StepResult:
+    def _ended(self, result: StepResult, began: float) -> StepResult:
         """The finished record: timed, a failure marked tolerated where `continue_on_error` allows it, every text scrubbed."""
-        finished = time.monotonic()
         scrub = self.redactor.text
         return replace(
             result,
-            finished_at=finished,
-            seconds=finished - (result.started_at or finished),
+            finished_at=time.time(),
+            seconds=time.monotonic() - began,
             tolerated=result.status == FAILED and self.plan.steps[result.id].step.continue_on_error,
             output=self.redactor.value(result.output),
             error=scrub(result.error) if result.error else result.error,
