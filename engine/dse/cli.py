@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     save.add_argument("path")
     save.add_argument("text")
+    save.add_argument("--json", action="store_true", help='print {"path", "bytes", "text"} instead of the text')
     shell = commands.add_parser(
         "completion",
         help="print the shell code that completes dse commands, workflows, run ids and --input names",
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     shell.add_argument("shell", nargs="?", default="bash", choices=completion.SHELLS, help="the shell (default: bash)")
+    shell.add_argument("--json", action="store_true", help='print {"shell", "code"} instead of the code')
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -612,7 +614,8 @@ def _changes(args: argparse.Namespace) -> int:
 
 
 def _completion(args: argparse.Namespace) -> int:
-    print(completion.shellcode(args.shell))
+    code = completion.shellcode(args.shell)
+    print(json.dumps({"shell": args.shell, "code": code}) if args.json else code)
     return 0
 
 
@@ -630,7 +633,11 @@ def _save(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         print(f"wrote {target}", file=sys.stderr)
-    sys.stdout.write(data.decode("utf-8", "replace"))
+    shown = data.decode("utf-8", "replace")
+    if args.json:
+        print(json.dumps({"path": args.path or None, "bytes": len(data) if args.path else 0, "text": shown}))
+    else:
+        sys.stdout.write(shown)
     return 0
 
 

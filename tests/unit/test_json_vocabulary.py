@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,55 @@ def test_config_show_prints_a_config_that_validate_accepts_and_that_means_the_sa
     assert "sk-ant-fake" not in text and "tok-fake" not in text and "sk-openai-fake" not in text
     if given == "round-trip":
         assert "api_key: ${FAKE_ANTHROPIC_KEY}" in text and "X-Token: ${FAKE_TOKEN}" in text and "api_key: ${OPENAI_API_KEY}" in text
+
+
+def embeddings(request: Any) -> Reply:
+    return Reply(json={"object": "list", "model": "e", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+
+SMALL: dict[str, tuple[str, ...]] = {
+    "select": ("select", "summarize a text", "--config", "{config}"),
+    "cacheClear": ("cache", "clear", "--state-dir", "{state}"),
+    "prune": ("runs", "prune", "--keep", "0", "--dry-run", "--state-dir", "{state}"),
+    "configImport": ("config", "import", str(ROOT / "tests" / "fixtures" / "dise_layouts" / "ollama_block.yaml")),
+    "save": ("save", "{state}/report.md", "# Report"),
+    "completion": ("completion", "zsh"),
+}
+
+
+def test_every_command_has_json_and_a_documented_shape() -> None:
+    """No command is left out: each leaf command takes --json (the tests above hold each one's document to its shape)."""
+    from dse.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield parser
+        for action in subs:
+            for sub in action.choices.values():
+                yield from leaves(sub)
+
+    missing = [p.prog for p in leaves(build_parser()) if "--json" not in {o for a in p._actions for o in a.option_strings}]
+    assert not missing, f"commands without --json: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_the_smaller_commands_print_their_documented_shape(name: str, dse) -> None:
+    ran, code = dse(*COMMANDS["run"])
+    assert code == 0, ran
+    document, code = dse(*SMALL[name])
+    assert code == 0, document
+    validate(document, name)
+
+
+def test_embed_prints_its_documented_shape(stub: StubServer, write: Callable[[str, str], Path], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    stub.route("POST", "/v1/embeddings", embeddings)
+    config = write("config.yaml", f"llm:\n  backend: s\n  global_defaults: {{default_embedding_backend: s}}\n  s: {{type: vllm, base_url: '{stub.url}/v1', models: {{generator: m}}, embedding_model: e}}\n")
+    assert main(["embed", "hello", "--config", str(config), "--state-dir", str(tmp_path / "state"), "--json"]) == 0
+    validate(json.loads(capsys.readouterr().out), "embed")
+
+
+def test_init_prints_its_documented_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--json"]) == 0
+    validate(json.loads(capsys.readouterr().out), "init")
