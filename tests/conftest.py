@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from stubs import StubServer
+
+_STATUS = pytest.StashKey[int]()
 
 
 @pytest.fixture
@@ -81,3 +86,35 @@ def review_repo(tmp_path: Path) -> Path:
     (root / "staged.py").write_text("# staged.py\nvalue = 4\n")
     _git(root, "add", "staged.py")
     return root
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running must not hold the whole suite at exit: name it, with its stack, and end there.
+
+    Python joins every non-daemon thread before it exits, so one stuck thread would keep CI
+    waiting until its limit with nothing said. The results are already printed; the exit
+    status is the session's.
+    """
+    frames = sys._current_frames()
+    stacks = {
+        t: traceback.extract_stack(frames[t.ident]) if t.ident in frames else traceback.StackSummary()
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    }
+    left = {t: stack for t, stack in stacks.items() if not _idle_pool_worker(stack)}
+    if not left:
+        return
+    for thread, stack in left.items():
+        sys.stderr.write(f"\nconftest: a test left thread {thread.name!r} running:\n{''.join(stack.format())}")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(config.stash.get(_STATUS, 1))
+
+
+def _idle_pool_worker(stack: traceback.StackSummary) -> bool:
+    """A thread pool's worker waiting for work: the pool's exit hook wakes and ends it, so it holds nothing up."""
+    return any(f.name == "_worker" and f.filename.endswith("concurrent/futures/thread.py") and "work_queue.get" in (f.line or "") for f in stack)

@@ -560,12 +560,34 @@ def show_text(record: RunRecord, *, full: bool = False) -> str:
         if step.get("output") is not None:
             lines += _block("output", step["output"], full)
         lines += printed_lines(step)
-        for attempt in step.get("tries") or []:
-            lines.append(f"  attempt: {json.dumps(attempt, default=str)}")
+        lines += tries_lines(step.get("tries") or [], step.get("backend") if step.get("status") == "done" else None)
     if record.outputs:
         lines.append("")
         lines.append(outputs_text(record.outputs, terminal=True, named=True))
     return "\n".join(lines)
+
+
+def tries_lines(tries: list[dict[str, Any]], answered_by: str | None) -> list[str]:
+    """Each failed try as a sentence: where, what went wrong, and what came next (a retry after a wait, or a fallback).
+
+    Only failed tries are recorded, so after the last one the backend that answered (`answered_by`,
+    None when nothing did) says where the call went.
+    """
+    lines = []
+    for number, attempt in enumerate(tries):
+        if "backend" not in attempt:  # a command the step's `retry:` ran again
+            lines.append(f"  try {attempt.get('attempt')}: {printable(str(attempt.get('error')))}")
+            continue
+        where = attempt["backend"] + (f" @ {attempt['endpoint']}" if attempt.get("endpoint") else "")
+        following = tries[number + 1].get("backend") if number + 1 < len(tries) else answered_by
+        if following == attempt["backend"]:
+            then = "; retried" + (f" after {attempt['waited']:g}s" if attempt.get("waited") else "")
+        elif following is not None:
+            then = f"; fell back to {following}"
+        else:
+            then = ""
+        lines.append(f"  failed try: {where}: {attempt.get('error_kind') or 'error'}: {printable(str(attempt.get('error')))}{then}")
+    return lines
 
 
 def printed_lines(step: dict[str, Any]) -> list[str]:

@@ -363,7 +363,12 @@ def test_concurrent_writers_share_one_cache_file(tmp_path: Path) -> None:
     def writer(n: int) -> None:
         try:
             cache = ResponseCache(path)
-            start.wait()
+        except BaseException as exc:  # the others must not wait for this one at the barrier
+            errors.append(exc)
+            start.abort()
+            return
+        try:
+            start.wait(timeout=60)
             for i in range(50):
                 cache.put(f"{n}-{i}", "s", "m", {"text": str(i)})
                 assert cache.get(f"{n}-{i}", ttl=60) is not None

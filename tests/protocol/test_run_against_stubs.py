@@ -15,7 +15,9 @@ from helpers import wait_until
 from stubs import Reply, StubServer, anthropic_message, ollama_chat, openai_chat, openai_error
 
 from dse.cli import main
+from dse.console import show_text
 from dse.runner import prepare, run_workflow
+from dse.workflow.journal import read_run, run_directory
 
 WORKFLOW = "name: one\nsteps:\n  - id: ask\n    tool: asker\noutputs: {answer: '{{ steps.ask.output }}'}\n"
 TOOLS = "tools:\n  asker: {llm: {model_key: generator}, prompt: 'Say hi.'}\n"
@@ -81,6 +83,9 @@ def test_failover_to_the_fallback_backend_is_recorded(write, tmp_path: Path) -> 
         assert result.outputs["answer"] == "from the fallback" and step.backend == "spare" and step.model == "stub-model"
         assert len(primary.requests) == 2 and len(fallback.requests) == 1, "two tries on the primary, one on the fallback"
         assert [t["error_kind"] for t in step.tries] == ["BackendUnavailable", "BackendUnavailable"]
+    shown = show_text(read_run(run_directory(tmp_path / ".dse", result.run_id or "")))
+    assert f"failed try: main @ {primary.url}/v1: BackendUnavailable: " in shown and "; retried\n" in shown
+    assert shown.count("; fell back to spare") == 1 and "{" not in shown.split("failed try:", 1)[1], "tries read as sentences, not dicts"
 
 
 def finished_steps(state_root: Path) -> set[str]:
