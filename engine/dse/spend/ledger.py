@@ -201,7 +201,7 @@ class UsageLedger:
     def report(
         self, *, by: Sequence[str] = (), since: float | None = None, run_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Totals per group (`GROUPS`), newest day first; `cost` is None where some row's price is unknown."""
+        """Totals per group (`GROUPS`), in the groups' order (oldest day first); `cost` is None where some row's price is unknown."""
         where, args = _where(run_id=run_id, since=since)
         keys = [f"{GROUPS[name]} AS {name}" for name in by]
         select = ", ".join(
@@ -236,7 +236,7 @@ class UsageLedger:
         return out
 
     def rows(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Every row, oldest first: for tests and for `dse usage --rows`."""
+        """Every row, oldest first: the raw ledger, for tests and scripts."""
         where, args = _where(run_id=run_id)
         cursor = self._run(f"SELECT * FROM calls {where} ORDER BY id", args)
         names = [d[0] for d in cursor.description]
