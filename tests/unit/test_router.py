@@ -271,7 +271,7 @@ def test_stream_fails_over_only_before_the_first_chunk(setup) -> None:
     assert len(script.calls) == calls_before + 1
 
 
-def test_a_streams_closing_chunk_says_where_it_came_from_and_what_it_took(setup) -> None:
+def test_a_streams_first_and_closing_chunks_say_where_it_came_from_and_what_it_took(setup) -> None:
     router, target, script, waits = setup
     script.answers["http://p1"] = [[down("http://p1")], ["o", "k"]]
     script.answers["http://p2"] = [[down("http://p2")], ["o", "k"]]
@@ -284,7 +284,9 @@ def test_a_streams_closing_chunk_says_where_it_came_from_and_what_it_took(setup)
     assert [c.text for c in chunks] == ["o", "k", ""] and closing.finish_reason == "stop"
     assert closing.backend == "primary" and closing.endpoint in ("http://p1", "http://p2")
     assert [a.error_kind for a in closing.attempts] == ["BackendUnavailable", "BackendUnavailable", None]
-    assert all(c.attempts == () for c in chunks[:-1])
+    first = chunks[0]
+    assert (first.backend, first.endpoint) == (closing.backend, closing.endpoint), "the first chunk names the route, for a gateway's headers"
+    assert len(first.attempts) == 3 and all(c.attempts == () and c.endpoint is None for c in chunks[1:-1])
 
 
 def test_engine_start_makes_each_endpoints_client_before_the_first_call(write) -> None:

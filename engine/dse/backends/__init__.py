@@ -20,6 +20,7 @@ from .openai_compat import OpenAICompatBackend
 from .registry import BackendType, backend_type, backend_types, is_backend_type, type_names
 from .types import (
     Attempt,
+    ChatOptions,
     ChatRequest,
     ChatResponse,
     EmbedResponse,
@@ -29,6 +30,8 @@ from .types import (
     ModelEntry,
     ServerReport,
     StreamChunk,
+    ToolCall,
+    ToolSpec,
     Usage,
 )
 from .vllm import VllmBackend
@@ -97,6 +100,7 @@ __all__ = [
     "AzureBackend",
     "Backend",
     "BackendType",
+    "ChatOptions",
     "ChatRequest",
     "ChatResponse",
     "EmbedResponse",
@@ -110,6 +114,8 @@ __all__ = [
     "ServerReport",
     "ServerReporter",
     "StreamChunk",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
     "VllmBackend",
     "backend_type",

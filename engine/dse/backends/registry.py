@@ -35,6 +35,14 @@ JSON_SCHEMA = "json_schema"
 JSON_OBJECT = "json_object"
 STRUCTURED = frozenset({JSON_SCHEMA, JSON_OBJECT})
 
+# Optional request fields a type's adapter sends on (`types.ChatRequest`); the gateway refuses a
+# client's field that the target's type does not take, rather than drop it unsaid.
+TOP_P = "top_p"
+SEED = "seed"
+STOP = "stop"
+TOOLS = "tools"
+REQUEST_FIELDS = frozenset({TOP_P, SEED, STOP, TOOLS})
+
 # Slots assumed per endpoint when neither the config nor the server says: a local server
 # answers a few calls at once (llama-server and Ollama both default to 4); a cloud API scales
 # on its side and says 429 when it does not.
@@ -51,7 +59,8 @@ class BackendType:
     `model: claude-3-haiku` finds the Anthropic block without a prefix. `default_models` answers
     a role (None: any role) when a block lists no `models:`. `structured_output` says which JSON
     constraints (`JSON_SCHEMA`, `JSON_OBJECT`) the adapter may send; an answer is checked (and
-    repaired once) whatever the server did.
+    repaired once) whatever the server did. `request_fields` names the optional request fields
+    (`TOP_P`, `SEED`, `STOP`, `TOOLS`) its adapter sends on.
     """
 
     name: str
@@ -73,6 +82,7 @@ class BackendType:
     vendor: bool = False
     default_models: Mapping[str | None, str] = field(default_factory=dict)
     structured_output: frozenset[str] = frozenset()
+    request_fields: frozenset[str] = REQUEST_FIELDS
 
     @property
     def slots(self) -> int:

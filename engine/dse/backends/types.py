@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: The finish reason every adapter reports for an answer that stopped at its token limit
@@ -17,9 +17,31 @@ LENGTH = "length"
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may ask to call: its name, what it is for, and a JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for; `arguments` is JSON text, as OpenAI carries it (Anthropic's object is dumped)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
 class Message:
+    """One turn. An assistant turn may carry `tool_calls`; a `tool` turn answers one of them by `tool_call_id`."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,32 @@ class ChatRequest:
     timeout: float | None = None
     stop: tuple[str, ...] = ()
     json_output: JsonOutput | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None
+    """`auto`, `none`, `required`, or the name of the one tool the model must call."""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """What one caller asks of a call beyond its target's settings: a gateway client's own request fields.
+
+    Temperature and max_tokens are the target's own (the cache reads them there); these are the
+    rest. Unset fields leave the request as the target made it. Which fields a backend type
+    honours is its `BackendType.request_fields`; a caller checks that before sending, so
+    nothing a client asked for is dropped on the way.
+    """
+
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None
+
+    def apply(self, request: ChatRequest) -> ChatRequest:
+        changes = {name: value for name, value in vars(self).items() if value not in (None, ())}
+        return replace(request, **changes) if changes else request
 
 
 @dataclass(frozen=True)
@@ -76,6 +124,7 @@ class ChatResponse:
     finish_reason: str | None = None
     attempts: tuple[Attempt, ...] = ()
     cached: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +160,8 @@ class StreamChunk:
     endpoint: str | None = None
     attempts: tuple[Attempt, ...] = ()
     cached: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    """On the closing chunk only: the calls the model asked for, each whole (their pieces are gathered by the adapter)."""
 
 
 @dataclass(frozen=True)

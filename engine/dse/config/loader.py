@@ -42,6 +42,7 @@ from .model import (
     RateLimit,
     RetrySettings,
     Secret,
+    ServeSettings,
     SelectorConfig,
     ToolConfig,
 )
@@ -132,6 +133,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise _without(exc, {s.value for s in expansion.substituted}) from None
     config = _build(source, expansion.data, expansion.missing, env)
     secrets = secret_values(expansion.substituted, [*config.backends.values(), *config.implicit.values()])
+    secrets |= {key.reveal() for key in config.serve.api_keys}
     redact.remember(secrets)
     warnings = (notice, *config.warnings) if notice else config.warnings
     return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)), warnings=warnings)
@@ -244,6 +246,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         pricing=_prices(data.get("pricing")),
         cache=cache_settings(llm.get("cache")),
         confirm_above=(llm.get("require_confirmation") or {}).get("above_tokens"),
+        serve=_serve(data.get("serve") or {}, missing),
         implicit={
             t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },
@@ -371,6 +374,7 @@ def _unset_outside_backends(source: YamlSource, missing: dict[KeyPath, list[str]
     for key_path, names in missing.items():
         in_block = len(key_path) >= 2 and (
             (key_path[0] == "llm" and key_path[1] not in _RESERVED_LLM_KEYS)
+            or key_path[:2] == ("serve", "api_keys")
             or (key_path[0] == "embeddings" and key_path[-1] in ("api_key", "base_url"))
         )
         if not (in_block or (key_path and is_backend_type(str(key_path[0])))):
@@ -447,6 +451,15 @@ def _backend(
 
 def _budget(raw: Mapping[str, Any] | None) -> Budget | None:
     return Budget(**raw) if raw else None
+
+
+def _serve(raw: Mapping[str, Any], missing: Mapping[KeyPath, list[str]]) -> ServeSettings:
+    """`serve:` with its defaults; a key whose `${VAR}` is unset is left out and named in `unset_keys`."""
+    unset = sorted({name for path, names in missing.items() if path[:2] == ("serve", "api_keys") for name in names})
+    unset_at = {path[2] for path in missing if path[:2] == ("serve", "api_keys") and len(path) > 2}
+    keys = tuple(Secret(key) for i, key in enumerate(raw.get("api_keys") or ()) if i not in unset_at and key)
+    given = {k: raw[k] for k in ("host", "port", "directives", "health_interval", "max_body_bytes", "drain_timeout") if k in raw}
+    return ServeSettings(api_keys=keys, unset_keys=tuple(unset), **given)
 
 
 def _prices(raw: Mapping[str, Any] | None) -> dict[str, Price]:

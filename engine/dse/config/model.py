@@ -237,6 +237,24 @@ class SelectorConfig:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """`serve:`, what `dse serve` binds to and whom it lets in.
+
+    `unset_keys` names the `${VAR}`s of `api_keys` that were not set: `dse serve` refuses to
+    start on them rather than open a gateway with fewer keys than the config says.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: tuple[Secret, ...] = ()
+    unset_keys: tuple[str, ...] = ()
+    directives: bool = False
+    health_interval: float = 15.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    drain_timeout: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole effective configuration, after defaults, expansion and validation."""
 
@@ -261,6 +279,7 @@ class Config:
     cache: Mapping[str, Any] = field(default_factory=dict)
     """`llm.cache`, as written: a backend's, a tool's and a step's `cache:` are laid over it."""
     confirm_above: int | None = None
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

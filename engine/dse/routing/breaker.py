@@ -22,9 +22,13 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    held: bool = False
+    """Held open by a health check that failed (`dse serve`): no call goes there until a check passes again."""
 
     @property
     def state(self) -> str:
+        if self.held:
+            return OPEN
         if self.opened_at is None:
             return CLOSED
         return HALF_OPEN if self.clock() - self.opened_at >= self.cooldown else OPEN
@@ -33,6 +37,10 @@ class CircuitBreaker:
         """May a call go to this endpoint now? In half-open, only one probe at a time."""
         state = self.state
         return state == CLOSED or (state == HALF_OPEN and not self.probing)
+
+    def hold(self, down: bool) -> None:
+        """Take the endpoint out of rotation while a health check says it is down; put it back when one says it is up."""
+        self.held = down
 
     def begin(self) -> None:
         if self.state == HALF_OPEN:
@@ -58,6 +66,10 @@ class BreakerBoard:
     def __init__(self, failures_to_open: int = 3, cooldown: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = (failures_to_open, cooldown, clock)
         self._breakers: dict[str, CircuitBreaker] = {}
+
+    def states(self) -> dict[str, str]:
+        """Every endpoint's breaker state, for the gateway's metrics."""
+        return {url: breaker.state for url, breaker in self._breakers.items()}
 
     def __getitem__(self, endpoint: str) -> CircuitBreaker:
         breaker = self._breakers.get(endpoint)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ..backends import Attempt, Backend, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
+from ..backends import Attempt, Backend, ChatOptions, ChatRequest, ChatResponse, EmbedResponse, Message, StreamChunk, make_backend
 from ..backends.types import JsonOutput
 from ..balance import EndpointPool, EndpointState, Lease, pool_for
 from ..config.model import BackendConfig, Config, RetrySettings
@@ -148,10 +148,12 @@ class Router:
         *,
         retry: Mapping[str, float] | None = None,
         json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> ChatResponse:
         """One completion, with retries and fallbacks; the response lists every attempt.
 
-        `json_output` asks for JSON (of a schema); each backend's adapter sends it where its type can.
+        `json_output` asks for JSON (of a schema); each backend's adapter sends it where its type
+        can. `options` are a caller's own request fields, laid over what the target says.
         """
 
         async def call(backend: Backend, request: ChatRequest, lease: Lease, ticket: Ticket | None) -> ChatResponse:
@@ -164,7 +166,7 @@ class Router:
             self._settle(ticket, lease.url, response.usage, None)
             return response
 
-        (response, used), attempts = await self._route(target, messages, retry, call)
+        (response, used), attempts = await self._route(target, messages, retry, call, options)
         return replace(response, backend=used.backend, attempts=tuple(attempts))
 
     async def stream(
@@ -174,6 +176,7 @@ class Router:
         *,
         retry: Mapping[str, float] | None = None,
         json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """Chunks as they arrive. Failover happens only before the first chunk, so text is never repeated."""
 
@@ -190,15 +193,19 @@ class Router:
                 raise
             return first, chunks, lease, ticket
 
-        (opened, used), attempts = await self._route(target, messages, retry, open_stream)
+        (opened, used), attempts = await self._route(target, messages, retry, open_stream, options)
         first, chunks, lease, ticket = opened
         breaker = self.breakers[lease.url]
         ok = False
 
         def stamped(chunk: StreamChunk) -> StreamChunk:
-            """The closing chunk says where the stream came from, what it took to get there and what it cost."""
+            """The first and the closing chunk say where the stream came from; the closing one also what it took and cost.
+
+            The first says it so that a gateway can name the endpoint in its response headers,
+            which leave before the rest of the answer exists.
+            """
             if chunk.finish_reason is None:
-                return chunk
+                return replace(chunk, backend=used.backend, endpoint=lease.url, attempts=tuple(attempts)) if chunk is first else chunk
             cost = self._settle(ticket, lease.url, chunk.usage, None)
             attempts[-1] = replace(attempts[-1], cost=cost)
             return replace(chunk, backend=used.backend, endpoint=lease.url, attempts=tuple(attempts))
@@ -227,6 +234,7 @@ class Router:
         messages: Sequence[Message],
         retry: Mapping[str, float] | None,
         call: Callable[[Backend, ChatRequest, Lease, Ticket | None], Awaitable[T]],
+        options: ChatOptions | None = None,
     ) -> tuple[tuple[T, Target], list[Attempt]]:
         policy = RetrySettings(**{**asdict(self.config.retry), **retry}) if retry else self.config.retry
         attempts: list[Attempt] = []
@@ -249,7 +257,7 @@ class Router:
                 self._note(Note(FALLBACK, failed.backend, failed.model, reason=reason, to=f"{current.backend}/{current.model}"))
             failed = current
             try:
-                return (await self._on_backend(current, messages, policy, call, attempts), current), attempts
+                return (await self._on_backend(current, messages, policy, call, attempts, options), current), attempts
             except ContextTooLong as exc:
                 last = exc
                 window, _source = await self.context_limit(current)
@@ -274,6 +282,7 @@ class Router:
         policy: RetrySettings,
         call: Callable[[Backend, ChatRequest, Lease, Ticket | None], Awaitable[T]],
         attempts: list[Attempt],
+        options: ChatOptions | None,
     ) -> T:
         """Up to `policy.attempts` tries on this backend's healthy endpoints."""
         try:
@@ -288,6 +297,8 @@ class Router:
             max_tokens=target.max_tokens,
             timeout=target.timeout,
         )
+        if options is not None:
+            request = options.apply(request)
         pool = self.pool(target.backend, target.role)
         for number in range(1, policy.attempts + 1):
             try:
@@ -443,6 +454,14 @@ class Router:
             return None
         slots = sum(state.capacity for state in pool.states)
         return slots + min(slots, pool.settings.queue_limit)
+
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        """Calls open now on each (backend, endpoint): the gateway's metrics read this."""
+        out: dict[tuple[str, str], int] = {}
+        for (backend, _role), pool in self._pools.items():
+            for state in pool.states:
+                out[(backend, state.endpoint.url)] = out.get((backend, state.endpoint.url), 0) + state.in_flight
+        return out
 
     def calls_per_endpoint(self) -> dict[str, dict[str, int]]:
         """Calls each endpoint received (answered or failed), grouped by backend: shown after a run."""

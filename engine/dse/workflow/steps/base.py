@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...backends import ChatResponse, Message
-from ...backends.types import JsonOutput, StreamChunk
+from ...backends.types import ChatOptions, JsonOutput, StreamChunk
 from ...routing import Target
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ ChunkSink = Callable[[str, str], None]
 class ChatCaller(Protocol):
     """What a model step needs from the router: a call, or a stream, with a retry override.
 
-    `json_output` is passed only by steps that want JSON, so a caller for plain text may leave it out.
+    `json_output` is passed only by steps that want JSON, so a caller for plain text may leave it
+    out; `options` only by the gateway, whose clients send their own request fields.
     """
 
     async def chat(
@@ -36,6 +37,7 @@ class ChatCaller(Protocol):
         *,
         retry: Mapping[str, Any] | None = None,
         json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> ChatResponse: ...
 
     def stream(
@@ -45,6 +47,7 @@ class ChatCaller(Protocol):
         *,
         retry: Mapping[str, Any] | None = None,
         json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[StreamChunk]: ...
 
 

@@ -92,7 +92,7 @@ class _Tally:
         caller, call, done = self.caller, self.call, self.so_far
         retry = dict(call.retry) or None
         # Passed only when JSON is wanted: a caller of plain text need not know the keyword.
-        constraint = {"json_output": JsonOutput.named(call.step_id, call.schema)} if call.want_json else {}
+        constraint: dict[str, Any] = {"json_output": JsonOutput.named(call.step_id, call.schema)} if call.want_json else {}
         if stream:
             parts: list[str] = []
             closing: StreamChunk | None = None
