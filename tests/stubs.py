@@ -461,3 +461,98 @@ def ollama_stream(
 
 def ollama_error(status: int, message: str) -> Reply:
     return Reply(status=status, json={"error": message})
+
+
+# ---- Tool calls, as each protocol's servers send them ------------------------------------------
+# A call is (id, name, argument pieces): the pieces are the JSON text of the arguments as a
+# stream splits it; a whole answer carries them joined.
+
+StubCall = tuple[str, str, Sequence[str]]
+
+
+def openai_tool_calls(calls: Sequence[StubCall], *, text: str | None = None, model: str = "stub-model") -> Reply:
+    """A completion that calls tools; its content is null when it says nothing besides, as OpenAI sends it."""
+    reply = openai_chat(model=model, finish="tool_calls")
+    message = reply.json["choices"][0]["message"]
+    message["content"] = text
+    message["tool_calls"] = [
+        {"id": id, "type": "function", "function": {"name": name, "arguments": "".join(pieces)}} for id, name, pieces in calls
+    ]
+    return reply
+
+
+def openai_tool_stream(calls: Sequence[StubCall], *, model: str = "stub-model", usage: tuple[int, int] = (5, 3)) -> Reply:
+    """A streamed tool call as OpenAI sends it: id, type and name with empty arguments in a call's
+    first piece (by index), then argument text pieces, then `finish_reason: tool_calls`, usage, `[DONE]`."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [choice]}
+
+    events: list[Any] = [chunk({"role": "assistant", "content": None})]
+    for index, (id, name, pieces) in enumerate(calls):
+        opening = {"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}
+        events.append(chunk({"tool_calls": [opening]}))
+        events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in pieces]
+    counts = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+    events += [chunk({}, "tool_calls"), {**chunk({}), "choices": [], "usage": counts}, "[DONE]"]
+    return sse(*events)
+
+
+def anthropic_tool_use(calls: Sequence[StubCall], *, text: str | None = None, model: str = "claude-stub") -> Reply:
+    """A message that calls tools: an optional text block, then one `tool_use` block per call, stop reason `tool_use`."""
+    reply = anthropic_message(model=model, stop="tool_use")
+    blocks = [{"type": "tool_use", "id": id, "name": name, "input": jsonlib.loads("".join(pieces) or "{}")} for id, name, pieces in calls]
+    reply.json["content"] = ([{"type": "text", "text": text}] if text else []) + blocks
+    return reply
+
+
+def anthropic_tool_stream(
+    calls: Sequence[StubCall], *, text: Sequence[str] = (), model: str = "claude-stub", usage: tuple[int, int] = (7, 3)
+) -> Reply:
+    """The Messages event stream of a tool-calling answer: a text block of `text` pieces where given,
+    then per call a `tool_use` block start (id, name, empty input), `input_json_delta` pieces (the
+    first empty, as Anthropic sends it) and its stop; then `message_delta` with `tool_use`, `message_stop`."""
+    message = {
+        "id": "msg_stub",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": 1},
+    }
+    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    if text:
+        blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": piece} for piece in text]))
+    for id, name, pieces in calls:
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in ("", *pieces)]
+        blocks.append(({"type": "tool_use", "id": id, "name": name, "input": {}}, deltas))
+    for index, (block, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    finish = {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": usage[1]}}
+    events += [("message_delta", finish), ("message_stop", {"type": "message_stop"})]
+    return sse(*events)
+
+
+def _ollama_calls(calls: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"function": {"name": name, "arguments": dict(arguments)}} for name, arguments in calls]
+
+
+def ollama_tool_calls(calls: Sequence[tuple[str, Mapping[str, Any]]], *, model: str = "llama3") -> Reply:
+    """`/api/chat` answering with tool calls: (name, arguments object) each, no ids, `done_reason: stop`."""
+    reply = ollama_chat("", model=model)
+    reply.json["message"]["tool_calls"] = _ollama_calls(calls)
+    return reply
+
+
+def ollama_tool_stream(calls: Sequence[tuple[str, Mapping[str, Any]]], *, model: str = "llama3") -> Reply:
+    """A streamed `/api/chat` answer whose calls come whole on one line before the `done: true` line."""
+    stamp = {"model": model, "created_at": "2024-01-01T00:00:00Z"}
+    said = {"role": "assistant", "content": "", "tool_calls": _ollama_calls(calls)}
+    closing = {**stamp, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop", "prompt_eval_count": 9, "eval_count": 3}
+    return ndjson({**stamp, "message": said, "done": False}, closing)

@@ -2,7 +2,9 @@
 
 The native API rather than Ollama's OpenAI shim, because only it tells which models are loaded
 and how much VRAM they hold (`/api/ps`), and the context window a model really runs with
-(`/api/show`). Streams are newline-delimited JSON ending in a `done: true` line.
+(`/api/show`). Streams are newline-delimited JSON ending in a `done: true` line. Ollama calls
+tools, but has no `tool_choice` (the model always decides) and gives calls no ids where it is
+older than the caller: ids `call_<n>` are made up for them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import httpx
 
 from ..config.model import BackendConfig
+from ..errors import BadRequest
 from ._errors import ErrorContext
+from ._fields import call_arguments, check_request, function_tools
 from ._http import DEFAULT_TIMEOUT, fetch, gather_report, not_ready, probe, response_body, server_root
 from .registry import JSON_OBJECT, JSON_SCHEMA, STRUCTURED, BackendType, backend_type
 from .types import (
@@ -25,9 +29,11 @@ from .types import (
     EmbedResponse,
     Health,
     LoadedModel,
+    Message,
     ModelEntry,
     ServerReport,
     StreamChunk,
+    ToolCall,
     Usage,
 )
 
@@ -81,21 +87,28 @@ class OllamaBackend:
         except ValueError:
             raise context.malformed(f"{path} answered with something that is not JSON") from None
 
-    def _chat_payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.stop:
-            options["stop"] = list(request.stop)
-        payload: dict[str, Any] = {
-            "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": stream,
+    def _chat_payload(self, request: ChatRequest, stream: bool, endpoint: str) -> dict[str, Any]:
+        check_request(request, self.kind, self.name, endpoint)
+        if request.tool_choice not in (None, "auto"):
+            raise BadRequest(
+                f"backend {self.name!r} (type ollama) cannot honour tool_choice {request.tool_choice!r}: Ollama lets the model decide",
+                backend=self.name,
+                endpoint=endpoint,
+                hint="leave tool_choice out or set it to auto",
+            )
+        sampling = {
+            "temperature": request.temperature,
+            "num_predict": request.max_tokens,
+            "top_p": request.top_p,
+            "seed": request.seed,
+            "stop": list(request.stop) or None,
         }
+        options = {name: value for name, value in sampling.items() if value is not None}
+        payload: dict[str, Any] = {"model": request.model, "messages": _messages(request.messages), "stream": stream}
         if options:
             payload["options"] = options
+        if request.tools:
+            payload["tools"] = function_tools(request.tools)
         wanted, able = request.json_output, self.kind.structured_output
         if wanted is not None and wanted.schema is not None and JSON_SCHEMA in able:
             payload["format"] = dict(wanted.schema)  # Ollama 0.5+ turns it into a grammar
@@ -106,10 +119,11 @@ class OllamaBackend:
     async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
         context = self._context(endpoint, request.model)
         started = time.perf_counter()
-        payload = self._chat_payload(request, stream=False)
+        payload = self._chat_payload(request, stream=False, endpoint=endpoint)
         answer = await self._call("POST", endpoint, "/api/chat", context, payload, request.timeout)
         if not isinstance(answer, dict) or not isinstance(answer.get("message"), dict):
             raise context.malformed("/api/chat answered without a message")
+        calls = _tool_calls(answer["message"])
         return ChatResponse(
             text=str(answer["message"].get("content") or ""),
             model=str(answer.get("model") or request.model),
@@ -117,18 +131,23 @@ class OllamaBackend:
             endpoint=endpoint,
             usage=_usage(answer),
             latency=time.perf_counter() - started,
-            finish_reason=answer.get("done_reason"),
+            finish_reason="tool_calls" if calls else answer.get("done_reason"),
+            tool_calls=calls,
         )
 
     async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
-        """One chunk per line with text, then a closing chunk from the `done: true` line; no such line, no answer."""
+        """One chunk per line with text, then a closing chunk from the `done: true` line; no such line, no answer.
+
+        Ollama sends each tool call whole, on a line of its own before the last: they are all put on the closing chunk.
+        """
         context = self._context(endpoint, request.model)
         started = time.perf_counter()
         url = f"{server_root(endpoint)}/api/chat"
         received = 0
         last: dict[str, Any] | None = None
+        calls: tuple[ToolCall, ...] = ()
         try:
-            payload = self._chat_payload(request, stream=True)
+            payload = self._chat_payload(request, stream=True, endpoint=endpoint)
             timeout = self._timeout(request.timeout)
             async with self._client.stream("POST", url, json=payload, timeout=timeout) as response:
                 if response.status_code >= 400:
@@ -139,7 +158,9 @@ class OllamaBackend:
                         continue
                     received += 1
                     event = _parse_line(line, context)
-                    text = (event.get("message") or {}).get("content")
+                    said = event.get("message") or {}
+                    calls += _tool_calls(said, first=len(calls))
+                    text = said.get("content")
                     if text:
                         yield StreamChunk(str(text), elapsed=time.perf_counter() - started)
                     if event.get("done"):
@@ -149,8 +170,9 @@ class OllamaBackend:
             raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException), received=received) from None
         if last is None:
             raise context.cut_off(received)
-        finish = last.get("done_reason") or "stop"
-        yield StreamChunk("", finish_reason=finish, usage=_usage(last), elapsed=time.perf_counter() - started)
+        finish = "tool_calls" if calls else (last.get("done_reason") or "stop")
+        elapsed = time.perf_counter() - started
+        yield StreamChunk("", finish_reason=finish, usage=_usage(last), elapsed=elapsed, tool_calls=calls)
 
     async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
         context = self._context(endpoint, model)
@@ -252,6 +274,38 @@ def _parse_line(line: str, context: ErrorContext) -> dict[str, Any]:
     if event.get("error"):
         raise context.from_status(None, event)
     return event
+
+
+def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Turns in Ollama's shape: call arguments as objects, and a tool result named by its tool,
+    which Ollama reads where OpenAI reads the call's id."""
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    sent: list[dict[str, Any]] = []
+    for m in messages:
+        turn: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            turn["tool_calls"] = [{"function": {"name": c.name, "arguments": call_arguments(c)}} for c in m.tool_calls]
+        if m.tool_call_id in names:
+            turn["tool_name"] = names[m.tool_call_id]
+        sent.append(turn)
+    return sent
+
+
+def _tool_calls(message: Mapping[str, Any], first: int = 0) -> tuple[ToolCall, ...]:
+    """The calls in a message; one without an id gets `call_<n>`, numbered from `first` across the answer."""
+    listed = message.get("tool_calls")
+    if not isinstance(listed, list):
+        return ()
+    calls = [c for c in listed if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    return tuple(_tool_call(call, f"call_{first + n}") for n, call in enumerate(calls))
+
+
+def _tool_call(call: Mapping[str, Any], fallback_id: str) -> ToolCall:
+    """Ollama sends the arguments as an object; text is kept as sent, in case a server already encoded it."""
+    function = call["function"]
+    arguments = function.get("arguments")
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    return ToolCall(str(call.get("id") or fallback_id), str(function.get("name") or ""), text)
 
 
 def _usage(answer: Mapping[str, Any]) -> Usage:

@@ -18,13 +18,30 @@ import httpx
 
 from ..config.model import BackendConfig
 from ._errors import ErrorContext
+from ._fields import ToolCallParts, check_request, function_tools
 from ._http import DEFAULT_TIMEOUT, HEALTH_TIMEOUT, fetch, gather_report, not_ready, probe_sdk
 from .registry import JSON_OBJECT, JSON_SCHEMA, STRUCTURED, BackendType, backend_type
-from .types import ChatRequest, ChatResponse, EmbedResponse, Health, ModelEntry, ServerReport, StreamChunk, Usage
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    EmbedResponse,
+    Health,
+    Message,
+    ModelEntry,
+    ServerReport,
+    StreamChunk,
+    ToolCall,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletionMessageToolCallUnion
+    from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+
+# `tool_choice` values OpenAI takes as they are; any other value names the one tool to call.
+_TOOL_MODES = frozenset({"auto", "none", "required"})
 
 
 def api_base(url: str) -> str:
@@ -82,17 +99,20 @@ class OpenAICompatBackend:
             context = self._contexts[(endpoint, model)] = ErrorContext.of(self.config, endpoint, hint)
         return context
 
-    def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
+    def _chat_args(self, request: ChatRequest, endpoint: str) -> dict[str, Any]:
+        check_request(request, self.kind, self.name, endpoint)
         args: dict[str, Any] = {
             **self._model_args(request.model),
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
         }
-        if request.temperature is not None:
-            args["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            args["max_tokens"] = request.max_tokens
+        sampling = {"temperature": request.temperature, "max_tokens": request.max_tokens, "top_p": request.top_p, "seed": request.seed}
+        args.update((name, value) for name, value in sampling.items() if value is not None)
         if request.stop:
             args["stop"] = list(request.stop)
+        if request.tools:
+            args["tools"] = function_tools(request.tools)
+        if request.tool_choice is not None:
+            args["tool_choice"] = _tool_choice(request.tool_choice)
         if request.timeout is not None:
             args["timeout"] = request.timeout
         response_format = self._response_format(request)
@@ -127,7 +147,7 @@ class OpenAICompatBackend:
         context = self._context(endpoint, request.model)
         started = time.perf_counter()
         try:
-            completion = await self._client(endpoint).chat.completions.create(**self._chat_args(request))
+            completion = await self._client(endpoint).chat.completions.create(**self._chat_args(request, endpoint))
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai) from None
         if not completion.choices:
@@ -141,10 +161,11 @@ class OpenAICompatBackend:
             usage=_usage(completion.usage) or Usage(),
             latency=time.perf_counter() - started,
             finish_reason=choice.finish_reason,
+            tool_calls=_tool_calls(choice.message.tool_calls or ()),
         )
 
     async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
-        """Text deltas as they come, then one closing chunk with the finish reason and usage.
+        """Text deltas as they come, then one closing chunk with the finish reason, usage and whole tool calls.
 
         The SDK ends quietly when the body ends, `[DONE]` or not; a stream without a finish
         reason was cut off, and is raised as such rather than passed on as a short answer.
@@ -156,9 +177,10 @@ class OpenAICompatBackend:
         received = 0
         finish: str | None = None
         usage: Usage | None = None
+        calls = ToolCallParts()
         try:
             events = await self._client(endpoint).chat.completions.create(
-                **self._chat_args(request), stream=True, stream_options={"include_usage": True}
+                **self._chat_args(request, endpoint), stream=True, stream_options={"include_usage": True}
             )
             async with events:
                 async for event in events:
@@ -168,13 +190,17 @@ class OpenAICompatBackend:
                         continue
                     choice = event.choices[0]
                     finish = choice.finish_reason or finish
-                    if choice.delta is not None and choice.delta.content:
+                    if choice.delta is None:
+                        continue
+                    _gather(calls, choice.delta.tool_calls or ())
+                    if choice.delta.content:
                         yield StreamChunk(choice.delta.content, elapsed=time.perf_counter() - started)
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai, received=received) from None
         if finish is None:
             raise context.cut_off(received)
-        yield StreamChunk("", finish_reason=finish, usage=usage, elapsed=time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        yield StreamChunk("", finish_reason=finish, usage=usage, elapsed=elapsed, tool_calls=calls.calls())
 
     async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
         import openai
@@ -252,6 +278,37 @@ class OpenAICompatBackend:
         if self._native is not None:
             await self._native.aclose()
             self._native = None
+
+
+def _message(message: Message) -> dict[str, Any]:
+    """One turn in OpenAI's shape; an assistant turn that only calls tools has no content (null)."""
+    sent: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        sent["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls
+        ]
+        sent["content"] = message.content or None
+    if message.tool_call_id is not None:
+        sent["tool_call_id"] = message.tool_call_id
+    return sent
+
+
+def _tool_choice(choice: str) -> str | dict[str, Any]:
+    return choice if choice in _TOOL_MODES else {"type": "function", "function": {"name": choice}}
+
+
+def _tool_calls(calls: Sequence[ChatCompletionMessageToolCallUnion]) -> tuple[ToolCall, ...]:
+    """Function calls; OpenAI's custom (free-text) tools are never offered, so none come back."""
+    return tuple(ToolCall(c.id, c.function.name, c.function.arguments or "{}") for c in calls if c.type == "function")
+
+
+def _gather(calls: ToolCallParts, pieces: Sequence[ChoiceDeltaToolCall]) -> None:
+    for piece in pieces:
+        function = piece.function
+        if function is None:
+            calls.add(piece.index, id=piece.id)
+        else:
+            calls.add(piece.index, id=piece.id, name=function.name, arguments=function.arguments)
 
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:

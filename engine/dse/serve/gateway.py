@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-from ..backends.registry import SEED, STOP, TOOLS, TOP_P, backend_type
-from ..backends.types import ChatResponse, EmbedResponse, StreamChunk
+from ..backends._fields import asked_fields
+from ..backends.registry import backend_type
+from ..backends.types import ChatRequest, ChatResponse, EmbedResponse, StreamChunk
 from ..config.model import Config
 from ..errors import DseError
 from ..redact import Redactor
@@ -64,16 +65,9 @@ class Gateway:
         return target
 
     def _check_fields(self, target: Target, call: ChatCall) -> None:
-        """A field the target's backend type cannot take is a 400 now, not dropped on the way."""
-        options = call.options
-        asked = {
-            TOP_P: options.top_p is not None,
-            SEED: options.seed is not None,
-            STOP: bool(options.stop),
-            TOOLS: bool(options.tools) or any(m.tool_calls or m.role == "tool" for m in call.messages),
-        }
-        honoured = backend_type(target.backend_type).request_fields
-        for name in sorted(n for n, wanted in asked.items() if wanted and n not in honoured):
+        """A field the target's backend type cannot take is a 400 now, naming the field, not dropped on the way."""
+        asked = asked_fields(call.options.apply(ChatRequest(target.wire_model, call.messages)))
+        for name in sorted(asked - backend_type(target.backend_type).request_fields):
             raise invalid(
                 f"{name} is not supported by backend {target.backend!r} (type {target.backend_type}), where model "
                 f"{call.model!r} goes; remove it, or ask for a model on a backend that takes it",

@@ -1,7 +1,8 @@
 """Background health checks of every endpoint, and what `/health` and `/v1/providers` report.
 
 Every `serve.health_interval` seconds each endpoint of each usable backend is asked for its
-health. One that is not ready has its circuit breaker held open, so the balancer sends it
+health. One that is down (unreachable, loading, or failing its probe; a probe route the server
+lacks proves nothing) has its circuit breaker held open, so the balancer sends it
 nothing until a later check finds it ready again; a call never waits for a check.
 """
 
@@ -52,7 +53,7 @@ class HealthWatch:
         now = time.time()
         checked = []
         for (name, url), health in zip(jobs, healths):
-            self._router.breakers[url].hold(not health.ready)
+            self._router.breakers[url].hold(_down(health))
             self.latest[(name, url)] = entry = Checked(name, url, health, now)
             checked.append(entry)
         return checked
@@ -95,3 +96,8 @@ class HealthWatch:
         """The default backend has an endpoint that passed its latest check."""
         name = self._config.default_backend
         return any(c.health.ready for (backend, _url), c in self.latest.items() if backend == name)
+
+
+def _down(health: Health) -> bool:
+    """Not ready, for a reason that says calls would fail too: a probe route the server lacks (404) says nothing either way."""
+    return not health.ready and health.detail != "HTTP 404"

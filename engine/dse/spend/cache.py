@@ -1,8 +1,10 @@
 """The response cache: an answer kept under a hash of the whole request it answered, in `<state dir>/cache.db`.
 
 The key covers what decides an answer: the resolved backend and model, every message, the
-sampling parameters and the output constraint. It never covers the API key, and the prompt
-alone is never enough. It sits in front of the router as a `ChatCaller`, so a hit sends
+sampling parameters, a caller's own request fields and the output constraint. It never covers
+the API key, and the prompt alone is never enough. A call that offers tools, or an answer that
+calls them, is neither looked up nor kept: a tool call asks the client to act on the world
+now, and answering it from the cache would skip that action or repeat a stale one. It sits in front of the router as a `ChatCaller`, so a hit sends
 nothing, waits for no rate limit and costs nothing; the ledger still gets a row marked as
 from the cache. Answers are kept with secrets scrubbed, as the journal keeps them.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import ChatResponse, Message
-from ..backends.types import Attempt, JsonOutput, StreamChunk, Usage
+from ..backends.types import Attempt, ChatOptions, JsonOutput, StreamChunk, Usage
 from ..config.model import CacheSettings
 from ..redact import Redactor
 from ..routing.target import Target
@@ -43,17 +45,30 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
-def request_key(target: Target, messages: list[Message], json_output: JsonOutput | None) -> str:
-    """The hash of everything that decides the answer, normalised so equal requests hash equal."""
-    request = {
+def request_key(target: Target, messages: list[Message], json_output: JsonOutput | None, options: ChatOptions | None = None) -> str:
+    """The hash of everything that decides the answer, normalised so equal requests hash equal.
+
+    Tool turns and options add to the key only where present, so the keys of answers kept
+    before they existed still match.
+    """
+    request: dict[str, Any] = {
         "backend": target.backend,
         "model": target.wire_model,
-        "messages": [[m.role, m.content] for m in messages],
+        "messages": [_message_key(m) for m in messages],
         "temperature": target.temperature,
         "max_tokens": target.max_tokens,
         "json_output": asdict(json_output) if json_output is not None else None,
     }
+    if options is not None and options != ChatOptions():
+        request["options"] = asdict(options)
     return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _message_key(message: Message) -> list[Any]:
+    said: list[Any] = [message.role, message.content]
+    if message.tool_calls or message.tool_call_id is not None:
+        said += [[asdict(call) for call in message.tool_calls], message.tool_call_id]
+    return said
 
 
 @dataclass(frozen=True)
@@ -159,34 +174,46 @@ class CachedCaller:
         self._mode = mode
         self._redactor = redactor
 
-    def _settings(self, target: Target) -> CacheSettings | None:
-        """How this call uses the cache, or None when it does not: mode off, or sampled and not asked for."""
+    def _settings(self, target: Target, options: ChatOptions | None) -> CacheSettings | None:
+        """How this call uses the cache, or None when it does not: mode off, sampled and not asked for, or offering tools."""
         settings = target.cache if self._mode is None else replace(target.cache, mode=self._mode, sampled=True)
         sampled = target.temperature is None or target.temperature > 0
-        if settings.mode == "off" or (sampled and not settings.sampled):
+        if settings.mode == "off" or (sampled and not settings.sampled) or (options is not None and options.tools):
             return None
         return settings
 
     async def chat(
-        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None, json_output: JsonOutput | None = None
+        self,
+        target: Target,
+        messages: list[Message],
+        *,
+        retry: Mapping[str, Any] | None = None,
+        json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> ChatResponse:
-        settings = self._settings(target)
-        key = request_key(target, messages, json_output) if settings else ""
+        settings = self._settings(target, options)
+        key = request_key(target, messages, json_output, options) if settings else ""
         if settings is not None and settings.reads:
             answer = self._cache.get(key, settings.ttl)
             if answer is not None:
                 return self._hit(target, answer)
-        response = await self._inner.chat(target, messages, retry=retry, json_output=json_output)
-        if settings is not None and settings.writes and response.backend == target.backend:
+        response = await self._inner.chat(target, messages, retry=retry, json_output=json_output, options=options)
+        if settings is not None and settings.writes and response.backend == target.backend and not response.tool_calls:
             self._keep(key, target, response.text, response.finish_reason, response.model)
         return response
 
     async def stream(
-        self, target: Target, messages: list[Message], *, retry: Mapping[str, Any] | None = None, json_output: JsonOutput | None = None
+        self,
+        target: Target,
+        messages: list[Message],
+        *,
+        retry: Mapping[str, Any] | None = None,
+        json_output: JsonOutput | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """A hit comes as one chunk that closes the stream; a miss is passed through and kept once it closed."""
-        settings = self._settings(target)
-        key = request_key(target, messages, json_output) if settings else ""
+        settings = self._settings(target, options)
+        key = request_key(target, messages, json_output, options) if settings else ""
         if settings is not None and settings.reads:
             answer = self._cache.get(key, settings.ttl)
             if answer is not None:
@@ -199,11 +226,11 @@ class CachedCaller:
         keeps = settings is not None and settings.writes
         # Closed here, not whenever the collector gets to it: a consumer that stops early ends the
         # router's stream at once, which settles its ledger row and gives its endpoint slot back.
-        chunks = self._inner.stream(target, messages, retry=retry, json_output=json_output)
+        chunks = self._inner.stream(target, messages, retry=retry, json_output=json_output, options=options)
         try:
             async for chunk in chunks:
                 parts.append(chunk.text)
-                if keeps and chunk.finish_reason is not None and chunk.backend in (None, target.backend):
+                if keeps and chunk.finish_reason is not None and chunk.backend in (None, target.backend) and not chunk.tool_calls:
                     # Kept as the answer closes, before the consumer sees it, so one that stops at the last chunk loses nothing.
                     self._keep(key, target, "".join(parts), chunk.finish_reason, target.model)
                     keeps = False
