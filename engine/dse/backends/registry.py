@@ -41,7 +41,10 @@ TOP_P = "top_p"
 SEED = "seed"
 STOP = "stop"
 TOOLS = "tools"
-REQUEST_FIELDS = frozenset({TOP_P, SEED, STOP, TOOLS})
+# The target's temperature: a type without it leaves the config's temperature unsent (Anthropic's
+# API refuses one), and the gateway refuses a client's.
+TEMPERATURE = "temperature"
+REQUEST_FIELDS = frozenset({TEMPERATURE, TOP_P, SEED, STOP, TOOLS})
 
 # Slots assumed per endpoint when neither the config nor the server says: a local server
 # answers a few calls at once (llama-server and Ollama both default to 4); a cloud API scales

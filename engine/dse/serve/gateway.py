@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from ..backends._fields import asked_fields
-from ..backends.registry import backend_type
+from ..backends.registry import TEMPERATURE, backend_type
 from ..backends.types import ChatRequest, ChatResponse, EmbedResponse, StreamChunk
 from ..config.model import Config
 from ..errors import DseError
@@ -66,7 +66,9 @@ class Gateway:
 
     def _check_fields(self, target: Target, call: ChatCall) -> None:
         """A field the target's backend type cannot take is a 400 now, naming the field, not dropped on the way."""
-        asked = asked_fields(call.options.apply(ChatRequest(target.wire_model, call.messages)))
+        asked = asked_fields(call.options.apply(ChatRequest(target.wire_model, call.messages))) | (
+            {TEMPERATURE} if call.temperature is not None else set()
+        )
         for name in sorted(asked - backend_type(target.backend_type).request_fields):
             raise invalid(
                 f"{name} is not supported by backend {target.backend!r} (type {target.backend_type}), where model "
