@@ -34,6 +34,7 @@ from .types import (
     ToolSpec,
     Usage,
 )
+from .tgi import TgiBackend
 from .vllm import VllmBackend
 
 
@@ -114,6 +115,7 @@ __all__ = [
     "ServerReport",
     "ServerReporter",
     "StreamChunk",
+    "TgiBackend",
     "ToolCall",
     "ToolSpec",
     "Usage",
