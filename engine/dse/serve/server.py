@@ -137,9 +137,17 @@ async def serve(config: Config, host: str, port: int, state_dir: Path, announce:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        await _settled()
         if session is not None:
             session.close()
         await engine.aclose()
+
+
+async def _settled() -> None:
+    """Let requests that outlived the drain (cancelled by Uvicorn) end, so each settles its ledger row before the ledger closes."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    if others:
+        await asyncio.wait(others, timeout=10)
 
 
 def _caches(config: Config) -> bool:
