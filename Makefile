@@ -50,12 +50,13 @@ schemas: setup
 	$(BIN)/python -c "from dse.config.schema import write_schema_files; write_schema_files()"
 
 # The peer router lives in its own virtualenv so it never shares dependencies with dse.
-$(VENV)-bench/.installed:
+# The `proxy` extra brings LiteLLM's own HTTP gateway, which bench/gateway.py runs beside `dse serve`.
+$(VENV)-bench/.installed-proxy:
 	$(PYTHON) -m venv $(VENV)-bench
-	$(VENV)-bench/bin/python -m pip install --quiet litellm==1.106.2
+	$(VENV)-bench/bin/python -m pip install --quiet 'litellm[proxy]==1.106.2'
 	touch $@
 
-bench: setup $(VENV)-bench/.installed
+bench: setup $(VENV)-bench/.installed-proxy
 	$(BIN)/python bench/run.py
 
 clean:
