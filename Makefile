@@ -50,7 +50,7 @@ schemas: setup
 	$(BIN)/python -c "from dse.config.schema import write_schema_files; write_schema_files()"
 
 # The peer router lives in its own virtualenv so it never shares dependencies with dse.
-# The `proxy` extra brings LiteLLM's own HTTP gateway, which bench/gateway.py runs beside `dse serve`.
+# The `proxy` extra brings LiteLLM's own HTTP gateway, which bench/serve_overhead.py runs beside `dse serve`.
 $(VENV)-bench/.installed-proxy:
 	$(PYTHON) -m venv $(VENV)-bench
 	$(VENV)-bench/bin/python -m pip install --quiet 'litellm[proxy]==1.106.2'

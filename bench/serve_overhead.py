@@ -32,7 +32,7 @@ from urllib.error import HTTPError
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # ahead of bench/: `gateway` below is tests/gateway.py, not this file
+sys.path.insert(0, str(ROOT / "tests"))
 
 from gateway import ServedGateway  # noqa: E402
 
