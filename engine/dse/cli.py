@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -35,12 +36,15 @@ examples:
   dse graph workflows/review.yaml                     the step graph as Mermaid (or --format dot)
   dse validate configs/config.yaml workflows/*.yaml   check files, exit 2 with file:line on errors
   dse select "refactor a large Python module"         rank configured models for a task
+  dse bench local --runs 5                            measure tokens/s and time to first token; select uses them
   dse status                                          what is reachable, ready, and why not
   dse config show                                     the effective config, secrets as ${VAR}
+  dse config show --profile prod                      the same with profiles.prod merged over it
   dse serve --port 8080                               the config as an OpenAI/Anthropic-compatible gateway
 
 config is found at --config, $DSE_CONFIG, ./config.yaml or ./configs/config.yaml, else the
-packaged default is used; a .env beside the config supplies ${VAR} values the environment lacks.
+packaged default is used; a .env beside the config supplies ${VAR} values the environment lacks;
+--profile NAME (or $DSE_PROFILE) merges the config's profiles.NAME over the rest of it.
 exit codes: 0 success, 1 a run failed, 2 invalid input or config.
 """
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.add_argument("--config", metavar="PATH", help="config file (default: $DSE_CONFIG, ./config.yaml, ./configs/config.yaml, else the packaged default)")
+        _profile_option(sub)
         sub.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         sub.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="run journals and server logs (default: $DSE_STATE_DIR or .dse)")
         return sub
@@ -134,8 +139,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = command("status", "every backend and endpoint: reachable, ready, models, and why not", "dse status --json")
     status.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
-    models = command("models", "models across every backend: configured roles and what servers offer", "dse models")
+    models = command(
+        "models",
+        "models across every backend: configured roles and what servers offer; pull, load, unload and ps manage what is in memory",
+        "dse models\n  dse models pull llama3\n  dse models load smollm2   (a managed llama.cpp backend: starts its servers, which keep running)\n"
+        "  dse models ps\n  dse models unload smollm2",
+    )
     models.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per probe (default 3)")
+    model_commands = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    model_pull = command(
+        "pull", "download a model onto its Ollama servers, with progress", "dse models pull llama3\n  dse models pull qwen2.5-coder:14b --backend gpu_a", under=model_commands
+    )
+    model_load = command(
+        "load",
+        "put a model in memory after checking GPU headroom: Ollama keep_alive, or start a managed llama.cpp backend's servers (they keep running)",
+        "dse models load llama3 --keep-alive 2h\n  dse models load smollm2 --backend local",
+        under=model_commands,
+    )
+    model_unload = command(
+        "unload", "take a model out of memory: Ollama keep_alive 0, or stop the servers `dse models load` started", "dse models unload llama3", under=model_commands
+    )
+    model_ps = command("ps", "what is loaded where, and its memory: Ollama's /api/ps and the recorded managed servers", "dse models ps --json", under=model_commands)
+    for lifecycle_command in (model_pull, model_load, model_unload):
+        lifecycle_command.add_argument("name", metavar="NAME", help="a model name, or BACKEND:MODEL")
+    for lifecycle_command in (model_pull, model_load, model_unload, model_ps):
+        lifecycle_command.add_argument(
+            "--backend", metavar="NAME", help="the backend to act on (default: the one that lists NAME under models: or managed.model, else the default)"
+        )
+    model_load.add_argument("--keep-alive", metavar="DURATION", help="Ollama: how long it stays loaded: 10m, 2h, 300 (seconds), -1 (until unloaded); default 30m")
+    model_load.add_argument("--force", action="store_true", help="load even when the GPU check says it will not fit")
+    model_ps.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per server (default 3)")
 
     embed = command("embed", "embedding vectors from the configured embedding backend", 'dse embed "first text" "second text" --json')
     embed.add_argument("texts", nargs="+", help="texts to embed")
@@ -248,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", metavar="ADDRESS", help="address to listen on (default: serve.host, else 127.0.0.1; any other needs serve.api_keys)")
     serve.add_argument("--port", type=_whole_number(0), metavar="PORT", help="port (default: serve.port, else 8080; 0 picks a free one)")
 
+    bench = command(
+        "bench",
+        "measure time to first token and tokens/s of each backend and model; saved, and the selector's speed score uses them",
+        "dse bench                 every usable backend and its models (paid APIs too: about 10 short calls each)\n"
+        "  dse bench local ollama:llama3 --runs 5\n"
+        '  dse select "summarize a text"   then says "speed: measured DATE, N tok/s" for what was measured',
+    )
+    bench.add_argument("targets", nargs="*", metavar="BACKEND[:MODEL]", help="what to measure (default: every usable backend and its models)")
+    bench.add_argument("--runs", type=_at_least_one, default=3, metavar="N", help="times each prompt is sent; figures are medians (default 3)")
+
     shell = commands.add_parser(
         "completion",
         help="print the shell code that completes dse commands, workflows, run ids and --input names",
@@ -262,12 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     show = config_commands.add_parser("show", help="the effective config with defaults filled in, secrets as their ${VAR}: dse validate accepts it")
     show.add_argument("--config", metavar="PATH")
+    _profile_option(show)
     show.add_argument("--json", action="store_true")
     dise = config_commands.add_parser("import", help="write a dse config equivalent to a DiSE config file, and report what was mapped and dropped")
     dise.add_argument("file", help="a DiSE config file (model registry, model_roles, model_tiers or ollama: layout)")
     dise.add_argument("-o", "--output", metavar="OUT", help="write the dse config here (default: stdout)")
     dise.add_argument("--json", action="store_true", help='print {"config", "mapped", "dropped"} as JSON')
     return parser
+
+
+def _profile_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--profile", metavar="NAME", help="merge the config's profiles.NAME over it (default: $DSE_PROFILE)")
+
+
+def _profile(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """`--profile` for every config the command loads; the config package is imported only when it is given."""
+    if not getattr(args, "profile", None):
+        return contextlib.nullcontext()
+    from .config.profiles import choosing
+
+    return choosing(args.profile)
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -332,9 +389,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         "cache": _cache,
         "completion": _completion,
         "serve": _serve,
+        "bench": _bench,
     }[args.command]
     try:
-        return handler(args)
+        with _profile(args):
+            return handler(args)
     except DseError as exc:
         _print_error(exc)
         if getattr(args, "json", False):
@@ -420,7 +479,7 @@ def _run(args: argparse.Namespace) -> int:
 
         prepared = runner.prepare_resume(resolve_run(state_dir, args.resume), state_dir, args.config)
     elif args.workflow:
-        prepared = runner.prepare(args.workflow, args.config, _inputs(args), strict=args.strict)
+        prepared = runner.prepare(args.workflow, args.config, _inputs(args), strict=args.strict, state_dir=state_dir)
     else:
         raise InputError("dse run needs a workflow file or --resume RUN_ID", hint="dse run workflows/review.yaml")
     _print_warnings(prepared.warnings)
@@ -486,12 +545,39 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.models_command is not None:
+        return _model_lifecycle(args)
     from . import console
     from .config import load_config
     from .status import collect_status
 
     rows = console.model_rows(asyncio.run(collect_status(load_config(args.config), timeout=args.timeout)))
     print(json.dumps(rows, indent=2) if args.json else console.table(rows, ["backend", "model", "roles", "offered_by", "loaded"]))
+    return 0
+
+
+def _model_lifecycle(args: argparse.Namespace) -> int:
+    """`dse models pull|load|unload|ps`: the result on stdout; pull progress on stderr, none with --json."""
+    from . import lifecycle
+    from .config import load_config
+
+    config, state_dir = load_config(args.config), _state_dir(args)
+    result: lifecycle.Change | lifecycle.Pulled | lifecycle.Listing
+    if args.models_command == "ps":
+        result = asyncio.run(lifecycle.ps(config, state_dir=state_dir, backend=args.backend, timeout=args.timeout))
+    elif args.models_command == "pull":
+        progress = None if args.json else lifecycle.PullProgress(args.name, sys.stderr)
+        try:
+            result = asyncio.run(lifecycle.pull(config, args.name, backend=args.backend, on_progress=progress))
+        finally:
+            if progress is not None:
+                progress.close()
+    elif args.models_command == "load":
+        keep_alive = args.keep_alive or lifecycle.KEEP_ALIVE
+        result = asyncio.run(lifecycle.load(config, args.name, state_dir=state_dir, backend=args.backend, keep_alive=keep_alive, force=args.force))
+    else:
+        result = asyncio.run(lifecycle.unload(config, args.name, state_dir=state_dir, backend=args.backend))
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
     return 0
 
 
@@ -526,6 +612,31 @@ def _serve(args: argparse.Namespace) -> int:
     run(config, host, port, _state_dir(args), announce)
     print("dse serve: stopped", file=sys.stderr)
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Progress on stderr as each run ends; the table (or the JSON document) once all are measured and saved."""
+    from . import console
+    from .benchmark import bench_targets, run_bench, save
+    from .config import load_config
+
+    config = load_config(args.config)
+    targets = bench_targets(config, args.targets)
+    if not targets:
+        raise InputError(f"nothing to bench: {config.path} has no usable backend with a chat model", hint="dse status says why")
+    state_dir = _state_dir(args)
+
+    def progress(line: str) -> None:
+        print(f"dse bench: {line}", file=sys.stderr, flush=True)
+
+    measured = asyncio.run(run_bench(config, targets, runs=args.runs, state_dir=state_dir, progress=progress))
+    saved = save(state_dir, measured)
+    if args.json:
+        print(json.dumps(console.bench_data(measured, args.runs, saved), indent=2))
+    else:
+        print(console.bench_text(measured))
+        print(f"saved in {saved}: `dse select` and `model: auto` now score speed with the measured tok/s")
+    return 0 if all(m.error is None for m in measured) else 1
 
 
 _RUNS_SHOWN = 20  # `dse runs` without --limit
@@ -706,7 +817,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from .preflight import checked, preflight
 
-    prepared = runner.prepare(args.workflow, args.config, strict=args.strict)
+    prepared = runner.prepare(args.workflow, args.config, strict=args.strict, state_dir=_state_dir(args))
     found = preflight(prepared.plan, prepared.config)
     if args.check:
         found = asyncio.run(checked(found, prepared.config, timeout=args.timeout))
@@ -766,6 +877,7 @@ def _looks_like_config(path: str) -> bool:
 
 def _select(args: argparse.Namespace) -> int:
     from . import console
+    from .benchmark import measured_speeds
     from .config import load_config
     from .routing import Resolver
 
@@ -787,7 +899,8 @@ def _select(args: argparse.Namespace) -> int:
         tool = config.tools.get(args.tool)
         if tool is None:
             raise InputError(f"no tool {args.tool!r} in {config.path}", hint=f"tools: {', '.join(sorted(config.tools)) or 'none'}")
-    ranked, rejected = Resolver(config).rank(args.task, spec, top_k=args.top_k or config.selector.top_k, tool=tool)
+    resolver = Resolver(config, measured=measured_speeds(_state_dir(args)))
+    ranked, rejected = resolver.rank(args.task, spec, top_k=args.top_k or config.selector.top_k, tool=tool)
     if args.json:
         print(json.dumps(console.selection_data(ranked, rejected), indent=2))
     else:

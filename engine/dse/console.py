@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
     from .preflight import Hop, Preflight
     from .live import LiveView
+    from pathlib import Path
+
+    from .benchmark import Measurement
     from .routing.notes import Note
     from .routing.selector import Ranked
     from .spend import Confirm
@@ -405,6 +408,7 @@ def selection_data(ranked: list[Ranked], rejected: list[Ranked]) -> dict[str, An
             "breakdown": {k: round(v, 2) for k, v in r.breakdown.items()},
             "context_window": r.info.context_window,
             "known": r.info.known,
+            "speed": speed_data(r),
         }
 
     return {
@@ -413,7 +417,18 @@ def selection_data(ranked: list[Ranked], rejected: list[Ranked]) -> dict[str, An
     }
 
 
+def speed_data(r: Ranked) -> dict[str, Any]:
+    """The speed score on its 0..10 scale and where it came from; a measured one with its tok/s and epoch time."""
+    measured = r.info.measured
+    data: dict[str, Any] = {"score": round(r.info.speed, 2), "source": r.info.speed_source}
+    if measured is not None:
+        data.update(tokens_per_second=round(measured.tokens_per_second, 2), measured_at=measured.measured_at)
+    return data
+
+
 def selection_text(ranked: list[Ranked], rejected: list[Ranked]) -> str:
+    from .routing.catalog import speed_origin
+
     if not ranked:
         lines = ["no candidate passes the constraints"]
     else:
@@ -422,6 +437,7 @@ def selection_text(ranked: list[Ranked], rejected: list[Ranked]) -> str:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in r.breakdown.items())
             guess = "" if r.info.known else "  (not in the catalog: estimated from the name)"
             lines.append(f"{i}. {r.candidate.backend}:{r.candidate.model}  score {r.score:.1f}  ({parts}){guess}")
+            lines.append(f"   speed: {speed_origin(r.info)}")
     lines += [f"   not considered: {r.candidate.backend}:{r.candidate.model}: {r.rejected}" for r in rejected]
     return "\n".join(lines)
 
@@ -744,6 +760,32 @@ def model_rows(reports: list[BackendReport]) -> list[dict[str, Any]]:
                 if m.loaded is not None:
                     row["loaded"] = bool(row["loaded"]) or m.loaded
     return list(rows.values())
+
+
+def bench_data(measured: list[Measurement], runs: int, saved: Path) -> dict[str, Any]:
+    """`dse bench --json`: every (backend, model) measured, figures or error, and the file they were added to."""
+    return {"runs": runs, "saved": str(saved), "results": [m.as_dict() for m in measured]}
+
+
+def bench_text(measured: list[Measurement]) -> str:
+    """The comparison table AIfred's users keep by hand: tokens/s, time to first token, prompt speed and VRAM per backend."""
+    rows = [
+        {
+            "BACKEND": m.backend,
+            "MODEL": m.model,
+            "GEN TOK/S": _figure(m.generation_tps, "{:.1f}"),
+            "FIRST TOKEN": _figure(m.ttft, "{:.3f}s"),
+            "PROMPT TOK/S": _figure(m.prompt_tps, "{:.1f}"),
+            "VRAM": _figure(m.vram_bytes / 2**30 if m.vram_bytes is not None else None, "{:.1f} GiB"),
+            "ENDPOINT": f"failed: {m.error}" if m.error is not None else m.endpoint,
+        }
+        for m in measured
+    ]
+    return table(rows, list(rows[0]), right={"GEN TOK/S", "FIRST TOKEN", "PROMPT TOK/S", "VRAM"}) if rows else "nothing measured"
+
+
+def _figure(value: float | None, form: str) -> str | None:
+    return form.format(value) if value is not None else None
 
 
 def cell_text(value: Any) -> str:

@@ -2,6 +2,8 @@
 
 Managed servers are started only for the backends a plan actually uses, so validating or
 planning never starts a process, and a workflow that only calls OpenAI never boots llama.cpp.
+Servers that `dse models load` left running for a backend, with the settings the config has
+now and all healthy, are used instead of starting new ones, and are left running on exit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from types import TracebackType
 from .backends import preload_sdks
 from .balance import EndpointDirectory
 from .config.model import Config
+from .lifecycle.managed import adopt
 from .local import LocalCluster
 from .routing import Resolver, Router
 
@@ -25,6 +28,7 @@ class Engine:
         self.config = config
         self.state_dir = state_dir
         self.clusters: dict[str, LocalCluster] = {}
+        self.adopted: dict[str, list[str]] = {}
         self.endpoints = EndpointDirectory()
         self.resolver = Resolver(config, self.endpoints)
         self.router = Router(config, self.resolver)
@@ -45,11 +49,11 @@ class Engine:
         it every step that was meant to run in parallel.
         """
         configs = [c for name in dict.fromkeys(backends) if (c := self.config.find_backend(name)) is not None]
-        clusters = {
-            c.name: LocalCluster(c.name, c.managed, self.state_dir / "logs")
-            for c in configs
-            if c.managed is not None and c.name not in self.clusters
-        }
+        fresh = [c for c in configs if c.managed is not None and c.name not in self.clusters and c.name not in self.adopted]
+        loaded = await asyncio.gather(*(adopt(self.state_dir, c) for c in fresh))
+        adopted = {c.name: urls for c, urls in zip(fresh, loaded) if urls}
+        self.adopted.update(adopted)
+        clusters = {c.name: LocalCluster(c.name, c.managed, self.state_dir / "logs") for c in fresh if c.managed is not None and c.name not in adopted}
         self.clusters.update(clusters)
         types = {c.type for c in configs}
         outcomes = await asyncio.gather(
@@ -58,8 +62,8 @@ class Engine:
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failure is not None:
             raise failure
-        for name, cluster in clusters.items():
-            self.endpoints.manage(name, cluster.urls)
+        for name, urls in [*adopted.items(), *((name, cluster.urls) for name, cluster in clusters.items())]:
+            self.endpoints.manage(name, urls)
         await asyncio.to_thread(self.router.connect, [c.name for c in configs])
 
     async def aclose(self) -> None:

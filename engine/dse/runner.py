@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .benchmark import measured_speeds
 from .config import Config, load_config
 from .engine import Engine
 from .local import find_llama_server, find_model
@@ -53,16 +54,18 @@ def prepare(
     inputs: Mapping[str, Any] | None = None,
     *,
     strict: bool = False,
+    state_dir: Path | None = None,
 ) -> Prepared:
     """Load and check everything a run needs; raises InputError(s) and starts nothing.
 
     Planning needs no server binary: whether `llama-server` and the model are installed is
-    checked by `run_workflow`, before its journal opens.
+    checked by `run_workflow`, before its journal opens. With `state_dir`, the model selector
+    scores speed with what `dse bench` measured there.
     """
     config = load_config(config_path, strict=strict)
     reference = str(workflow_path)
     workflow = named_workflow(reference, config)
-    plan = build_plan(workflow, config, Resolver(config))
+    plan = build_plan(workflow, config, Resolver(config, measured=measured_speeds(state_dir) if state_dir else None))
     bound = bind_inputs(workflow, inputs or {})
     return Prepared(config, workflow, plan, bound, warnings=(*config.warnings, *plan.warnings))
 
@@ -80,7 +83,7 @@ def prepare_resume(run_id: str, state_dir: Path, config_path: str | Path | None 
     """The same workflow, config and inputs as run `run_id`, with its finished steps to reuse."""
     record = read_run(run_directory(state_dir, run_id))
     meta = record.meta
-    prepared = prepare(meta["workflow"], config_path or meta["config"], meta["inputs"])
+    prepared = prepare(meta["workflow"], config_path or meta["config"], meta["inputs"], state_dir=state_dir)
     warnings = list(prepared.warnings)
     if file_digest(prepared.workflow.source.file) != meta.get("workflow_digest"):
         warnings.append(f"{meta['workflow']} changed since run {run_id}; finished steps are reused as they were")

@@ -144,7 +144,7 @@ def test_overrides_describe_an_unknown_model_completely() -> None:
     partial = lookup("house-model", "vllm", overrides={"house-model": numbers})
     assert not partial.known
     full = lookup("house-model", "vllm", overrides={"house-model": {**numbers, "context_window": 65536}})
-    assert full == ModelInfo("house-model", 65536, 3.0, 4.0, 9.0, ("reasoning", "code"), known=True)
+    assert full == ModelInfo("house-model", 65536, 3.0, 4.0, 9.0, ("reasoning", "code"), known=True, speed_source="config")
     assert lookup("house-model", "vllm", overrides={"house-model": numbers}, context_windows={"house-model": 1}).known
 
 

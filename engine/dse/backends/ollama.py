@@ -241,6 +241,42 @@ class OllamaBackend:
         models = frozenset(installed) | frozenset(loaded) if isinstance(tags, dict) else None
         return ServerReport(models=models, model_sizes=sizes, loaded=loaded)
 
+    async def pull(self, model: str, endpoint: str) -> AsyncIterator[dict[str, Any]]:
+        """`/api/pull`'s progress lines as they come; the stream must end on `status: success`, else it was cut off.
+
+        The read timeout applies per line, not to the whole pull: a download of many GiB keeps
+        sending progress, and a server that goes silent for that long has stalled.
+        """
+        context = self._context(endpoint)
+        url = f"{server_root(endpoint)}/api/pull"
+        received = 0
+        try:
+            async with self._client.stream("POST", url, json={"model": model, "stream": True}, timeout=self._timeout()) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise context.from_status(response.status_code, response_body(response), response.headers)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    received += 1
+                    event = _parse_line(line, context)
+                    yield event
+                    if event.get("status") == "success":
+                        return
+        except httpx.HTTPError as exc:
+            raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException), received=received) from None
+        raise context.cut_off(received)
+
+    async def keep_alive(self, model: str, endpoint: str, keep_alive: str | int) -> dict[str, Any]:
+        """Load a model for `keep_alive` (a duration such as `30m`), or unload it now with 0: `/api/generate` with no prompt."""
+        payload = {"model": model, "keep_alive": keep_alive, "stream": False}
+        answer = await self._call("POST", endpoint, "/api/generate", self._context(endpoint, model), payload)
+        return answer if isinstance(answer, dict) else {}
+
+    async def running(self, endpoint: str) -> list[dict[str, Any]]:
+        """`/api/ps`: the models in memory now, with `size`, `size_vram` and `expires_at`."""
+        return _models(await self._call("GET", endpoint, "/api/ps", self._context(endpoint)))
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import profiles
 from .model import BackendConfig, Budget, CacheSettings, Config, Secret, ToolConfig
 from .schema import is_secret_key
 from .yaml_source import read_yaml
@@ -22,7 +23,7 @@ _LOADER_ONLY = ("name", "api_key_env", "unavailable", "location", "declared", "e
 
 
 def to_data(config: Config) -> dict[str, Any]:
-    written = _written_backends(config.path)
+    written = _written_backends(config.path, config.profile)
     return {
         "llm": {
             "backend": config.backend,
@@ -40,9 +41,10 @@ def to_data(config: Config) -> dict[str, Any]:
     }
 
 
-def _written_backends(path: str) -> dict[str, Any]:
-    """The `llm:` blocks as the file writes them, `${VAR}` unexpanded: where each secret came from."""
-    data = read_yaml(Path(path)).data
+def _written_backends(path: str, profile: str | None) -> dict[str, Any]:
+    """The `llm:` blocks as the file (and its profile) writes them, `${VAR}` unexpanded: where each secret came from."""
+    source = read_yaml(Path(path))
+    data = profiles.apply(source, profile).data if isinstance(source.data, dict) else source.data
     llm = data.get("llm") if isinstance(data, dict) else None
     return {str(k): v for k, v in llm.items() if isinstance(v, dict)} if isinstance(llm, dict) else {}
 

@@ -25,7 +25,7 @@ from .. import defaults, redact, user_schema
 from ..backends.registry import backend_type, is_backend_type, type_names
 from ..errors import InputError, InputErrors, Location
 from ..redact import Redactor
-from . import schema
+from . import profiles, schema
 from .dise import FOREIGN_SECTIONS, OUTPUT_TOKENS, TIER_WEIGHTS, format_to_jinja, other_layout, word
 from .env import DOTENV, expand, read_dotenv
 from .model import (
@@ -44,7 +44,9 @@ from .model import (
     Secret,
     ServeSettings,
     SelectorConfig,
+    TaskRoute,
     ToolConfig,
+    unrouted_task,
 )
 from .secrets import secret_values
 from .yaml_source import KeyPath, YamlSource, dotted, read_yaml
@@ -112,6 +114,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         source.data = {}
     if not isinstance(source.data, dict):
         raise InputError("a config must be a YAML mapping with an `llm:` key", location=Location(str(config_path), 1, 1))
+    profile, asked_by = profiles.chosen(given)
+    source = profiles.apply(source, profile, asked_by)
     layout = other_layout(source.data)
     if layout is not None:
         raise InputError(
@@ -136,7 +140,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     secrets |= {key.reveal() for key in config.serve.api_keys}
     redact.remember(secrets)
     warnings = (notice, *config.warnings) if notice else config.warnings
-    return replace(config, secrets=tuple(Secret(value) for value in sorted(secrets)), warnings=warnings)
+    return replace(
+        config, secrets=tuple(Secret(value) for value in sorted(secrets)), warnings=warnings, profile=profile
+    )
 
 
 def _foreign_notice(source: YamlSource, foreign: list[str], strict: bool) -> str | None:
@@ -201,6 +207,13 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
     for tool in tools.values():
         if tool.backend:
             references.append((tool.backend, ("tools", tool.name, "backend")))
+    task_routing = _task_routing(data.get("task_routing") or {})
+    references += [(route.backend, ("task_routing", task, i)) for task, routes in task_routing.items() for i, route in enumerate(routes)]
+    warnings += [
+        f"{source.locate(('tools', tool.name, 'task'))}: {unrouted_task(tool.task, task_routing)}"
+        for tool in tools.values()
+        if tool.task and tool.task not in task_routing
+    ]
     for name, key_path in references:
         if name in backends:
             continue
@@ -247,6 +260,7 @@ def _build(source: YamlSource, data: dict[str, Any], missing: dict[KeyPath, list
         cache=cache_settings(llm.get("cache")),
         confirm_above=(llm.get("require_confirmation") or {}).get("above_tokens"),
         serve=_serve(data.get("serve") or {}, missing),
+        task_routing=task_routing,
         implicit={
             t: replace(_backend(t, {}, [], Location(source.file), env), declared=False) for t in type_names() if t not in backends
         },
@@ -481,6 +495,16 @@ def _endpoint(item: str | dict[str, Any]) -> Endpoint:
     return Endpoint(item) if isinstance(item, str) else Endpoint(**item)
 
 
+def _task_routing(raw: Mapping[str, list[Any]]) -> dict[str, tuple[TaskRoute, ...]]:
+    """`task_routing:` as written, in order; a bare name is an entry without a model."""
+    return {task: tuple(_task_route(item) for item in items) for task, items in raw.items()}
+
+
+def _task_route(item: str | Mapping[str, str]) -> TaskRoute:
+    spec = {"backend": item} if isinstance(item, str) else item
+    return TaskRoute(backend=spec["backend"], model=spec.get("model"))
+
+
 def _tool(name: str, raw: dict[str, Any], source: YamlSource) -> ToolConfig:
     """A tool, with DiSE's spellings of its fields read as what DiSE uses them for."""
     llm = raw.get("llm") or {}
@@ -509,6 +533,7 @@ def _tool(name: str, raw: dict[str, Any], source: YamlSource) -> ToolConfig:
         input_schema=raw.get("input_schema"),
         output_schema=raw.get("output_schema"),
         cache=cache_settings(raw.get("cache")),
+        task=raw.get("task"),
     )
 
 

@@ -6,6 +6,7 @@ Secrets are wrapped so that printing, logging or journaling a config cannot leak
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -222,6 +223,28 @@ class ToolConfig:
     input_schema: Mapping[str, object] | None = None
     output_schema: Mapping[str, object] | None = None
     cache: Mapping[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    """A task type (`code_generation`) that `task_routing` may route; see `TaskRoute`."""
+
+
+@dataclass(frozen=True)
+class TaskRoute:
+    """One entry of a `task_routing` list: a backend, and the model it serves the task with when given."""
+
+    backend: str
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How plans and fallback chains name the entry: `openai`, or `openai:gpt-4o` when it pins a model."""
+        return f"{self.backend}:{self.model}" if self.model else self.backend
+
+
+def unrouted_task(task: str, routing: Mapping[str, object]) -> str:
+    """The warning for a task name `task_routing` lacks: not an error, as a task may be named before it is routed."""
+    close = difflib.get_close_matches(task, list(routing), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"task {task!r} is not in task_routing, so it does not route{hint}"
 
 
 @dataclass(frozen=True)
@@ -280,6 +303,10 @@ class Config:
     """`llm.cache`, as written: a backend's, a tool's and a step's `cache:` are laid over it."""
     confirm_above: int | None = None
     serve: ServeSettings = field(default_factory=ServeSettings)
+    profile: str | None = None
+    """The `profiles:` entry merged over the file (`--profile`, `$DSE_PROFILE`), if any."""
+    task_routing: Mapping[str, tuple[TaskRoute, ...]] = field(default_factory=dict)
+    """`task_routing:`, a task type to the backends that serve it, in order of preference."""
 
     def find_backend(self, name: str) -> BackendConfig | None:
         """A declared block, or a vendor's defaults when `name` is a backend type nobody declared.

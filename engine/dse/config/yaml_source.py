@@ -45,14 +45,18 @@ class YamlSource:
     file: str
     data: Any
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    origins: dict[KeyPath, KeyPath] = field(default_factory=dict)
+    """For a value moved within the file (a profile's, merged over the base): its key path as written."""
 
     def locate(self, path: KeyPath) -> Location:
-        """The position of `path`, or of its nearest ancestor that has one."""
+        """The position of `path`, or of its nearest ancestor that has one, named as the file writes it."""
         probe = tuple(path)
         while probe and probe not in self.positions:
             probe = probe[:-1]
         line, col = self.positions.get(probe, (None, None))
-        return Location(self.file, line, col, dotted(path) or None)
+        written = self.origins.get(probe)
+        shown = path if written is None else (*written, *path[len(probe):])
+        return Location(self.file, line, col, dotted(shown) or None)
 
 
 def parse_yaml(text: str, file: str) -> YamlSource:

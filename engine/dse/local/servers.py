@@ -105,12 +105,17 @@ class ManagedServer:
 
 
 class LocalCluster:
-    """The replicas of one managed backend: start them all, wait until each is healthy, restart any that dies."""
+    """The replicas of one managed backend: start them all, wait until each is healthy, restart any that dies.
 
-    def __init__(self, backend: str, settings: ManagedSettings, log_dir: Path) -> None:
+    `detached` replicas (`dse models load`) outlive this process: no parent-death signal, no
+    `atexit` stop and no supervisor; whoever records their pids stops them.
+    """
+
+    def __init__(self, backend: str, settings: ManagedSettings, log_dir: Path, *, detached: bool = False) -> None:
         self.backend = backend
         self.settings = settings
         self.log_dir = log_dir
+        self.detached = detached
         self.servers: list[ManagedServer] = []
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -124,7 +129,8 @@ class LocalCluster:
         binary = find_llama_server(self.settings.binary)
         model = find_model(self.settings.model)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        atexit.register(self.stop)
+        if not self.detached:
+            atexit.register(self.stop)
         outcomes = await asyncio.gather(
             *(self._start_one(binary, model, i) for i in range(self.settings.replicas)), return_exceptions=True
         )
@@ -133,7 +139,8 @@ class LocalCluster:
         if failure is not None:
             self.stop()
             raise failure
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"{self.backend} supervisor")
+        if not self.detached:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"{self.backend} supervisor")
         return self.urls
 
     async def _start_one(self, binary: Path, model: Path, index: int) -> ManagedServer:
@@ -156,7 +163,7 @@ class LocalCluster:
                 "--repeat-penalty", str(s.repeat_penalty),
                 *(["--embeddings", "--pooling", "mean"] if s.embeddings else []),
             ]  # fmt: skip
-            server = ManagedServer(f"{self.backend}-{index}", f"http://{s.host}:{port}", _spawn(command, log_path), log_path, command)
+            server = ManagedServer(f"{self.backend}-{index}", f"http://{s.host}:{port}", _spawn(command, log_path, self.detached), log_path, command)
             try:
                 await wait_healthy(server, s.startup_timeout)
                 return server
@@ -223,8 +230,8 @@ class LocalCluster:
             atexit.unregister(self.stop)
 
 
-def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `llama-server`, appending to its log.
+def _spawn(command: list[str], log_path: Path, detached: bool = False) -> subprocess.Popen[bytes]:
+    """Start `llama-server`, appending to its log; a detached one is not killed when `dse` exits.
 
     Always from the event loop's thread, never a worker thread: Linux sends the parent-death
     signal when the *thread* that forked the child exits, not the process.
@@ -238,7 +245,7 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=None if detached else _die_with_parent,
         )
 
 

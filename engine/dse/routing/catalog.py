@@ -4,12 +4,17 @@ The numbers are honest approximations on 0..10 scales, meant to rank candidates 
 other, not to benchmark them. A user's `model_selector.models` and a backend's
 `context_windows` always win over them, and a model nobody describes still gets a labelled
 guess from its name, so `model: auto` works with any model a server happens to host.
+
+One figure can be better than a guess: the generation speed `dse bench` measured for a
+(backend, model) on this machine. Where there is one, it is the speed score (see
+`speed_score` for the scale), over the catalog, the config and the name.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,11 +25,27 @@ PRICE_TIERS = ("free", "low", "medium", "high")
 
 _OVERRIDE_NUMBERS = ("speed", "cost", "quality")
 _HOSTED_OPEN_WEIGHTS_COST = 8.0
+_SLOWEST_SCORED = 5.0  # tokens per second that score 0
+_POINTS_PER_DOUBLING = 2.0
+
+SPEED_SOURCES = ("catalog", "name", "config", "measured")
+
+
+@dataclass(frozen=True)
+class MeasuredSpeed:
+    """The generation speed `dse bench` measured for one (backend, model), and when (epoch seconds)."""
+
+    tokens_per_second: float
+    measured_at: float
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Selector-facing facts about one model; `known` is False when the numbers are a guess."""
+    """Selector-facing facts about one model; `known` is False when the numbers are a guess.
+
+    `speed_source` says where `speed` came from (one of SPEED_SOURCES); `measured` holds the
+    measurement when it came from `dse bench`.
+    """
 
     name: str
     context_window: int
@@ -33,6 +54,30 @@ class ModelInfo:
     quality: float
     specialization: tuple[str, ...]
     known: bool
+    speed_source: str = "catalog"
+    measured: MeasuredSpeed | None = None
+
+
+def speed_origin(info: ModelInfo) -> str:
+    """Where a speed score came from, in the words `dse select` and `dse plan --why` print after "speed: "."""
+    if info.measured is not None:
+        day = time.strftime("%Y-%m-%d", time.localtime(info.measured.measured_at))
+        return f"measured {day}, {info.measured.tokens_per_second:.1f} tok/s"
+    return {"config": "set in model_selector.models", "name": "estimated from the name"}.get(info.speed_source, "catalog estimate")
+
+
+def speed_score(tokens_per_second: float) -> float:
+    """A measured generation speed on the catalog's 0..10 speed scale: 2 points per doubling, 5 tok/s is 0.
+
+    So 10 tok/s is 2, 20 is 4, 40 is 6, 80 is 8 and 160 or more is 10. The anchors put
+    published speeds where the catalog already has those models (GPT-4 at about 20 tok/s
+    scores 4, Llama 3 8B at about 45 on a consumer GPU 6.3, GPT-4o at about 80 scores 8), so a
+    measured model and a catalog estimate compete on one scale; a log scale because doubling
+    a slow model's speed matters more to a user than adding the same tokens to a fast one.
+    """
+    if tokens_per_second <= _SLOWEST_SCORED:
+        return 0.0
+    return min(10.0, _POINTS_PER_DOUBLING * math.log2(tokens_per_second / _SLOWEST_SCORED))
 
 
 @dataclass(frozen=True)
@@ -140,12 +185,14 @@ def lookup(
     backend_type: str,
     overrides: Mapping[str, Mapping[str, object]] | None = None,
     context_windows: Mapping[str, int] | None = None,
+    measured: MeasuredSpeed | None = None,
 ) -> ModelInfo:
     """Describe a model as served by a backend of this type.
 
-    Order: `context_windows` (the backend's own config) for the window, `overrides` (the
-    config's model_selector.models) for everything else, then the catalog by exact then
-    normalised name, then a guess from the name and backend type.
+    Order: `measured` (what `dse bench` measured for this backend and model) for the speed,
+    `context_windows` (the backend's own config) for the window, `overrides` (the config's
+    model_selector.models) for everything else, then the catalog by exact then normalised
+    name, then a guess from the name and backend type.
     """
     keys = _match_keys(model)
     base = _catalog_info(keys, backend_type) or _guess(model, keys[-1], backend_type)
@@ -156,6 +203,8 @@ def lookup(
         info = _apply_override(info, model, override)
     if window is not None:
         info = replace(info, context_window=_window(model, window))
+    if measured is not None:
+        info = replace(info, speed=speed_score(measured.tokens_per_second), speed_source="measured", measured=measured)
     guessed = not base.known and not _covers(override, window)
     return replace(info, known=not guessed)
 
@@ -250,6 +299,8 @@ def _apply_override(info: ModelInfo, model: str, override: object) -> ModelInfo:
             changes[key] = _window(model, value)
         elif key in _OVERRIDE_NUMBERS:
             changes[key] = _score(model, key, value)
+            if key == "speed":
+                changes["speed_source"] = "config"
         elif key == "specialization":
             changes[key] = _tags(model, value)
         else:
@@ -306,6 +357,7 @@ def _guess(model: str, family: str, backend_type: str) -> ModelInfo:
         quality=quality,
         specialization=tuple(tag for tag, hint in _SPECIALIZATION_HINTS if re.search(hint, model.lower())),
         known=False,
+        speed_source="name",
     )
 
 

@@ -1,9 +1,10 @@
 """Which backend and model a step gets, by the precedence in DESIGN.md section 3.
 
 Highest first: a directive in the step's text, the step's own settings, the tool's settings,
-then the global default backend and the backend's model for the role. Each rule that fires
-appends a sentence to `reasons`, so `dse plan` can show a user exactly why a step goes where
-it goes, and a user can predict it before running anything.
+the step's or tool's `task:` through `task_routing`, then the global default backend and the
+backend's model for the role. Each rule that fires appends a sentence to `reasons`, so
+`dse plan` can show a user exactly why a step goes where it goes, and a user can predict it
+before running anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from ..backends.registry import EMBEDDINGS, backend_type, type_names, vendor_of
 from ..balance.directory import EndpointDirectory
 from ..config.dise import TIER_WEIGHTS, specialization_of
-from ..config.model import BackendConfig, CacheSettings, Config, ToolConfig
+from ..config.model import BackendConfig, CacheSettings, Config, TaskRoute, ToolConfig, unrouted_task
 from ..errors import InputError, Location
 from . import catalog, directives, selector
 from .target import Target
@@ -35,6 +36,7 @@ class Intent:
     model_key: str | None = None
     text: str = ""
     select: Mapping[str, Any] | None = None
+    task: str | None = None
     location: Location | None = None
     temperature: float | None = None
     max_tokens: int | None = None
@@ -50,11 +52,21 @@ class Resolution:
 
 
 class Resolver:
-    """Applies the resolution rules of one config; pure and cheap, so `dse plan` and `dse run` agree."""
+    """Applies the resolution rules of one config; pure and cheap, so `dse plan` and `dse run` agree.
 
-    def __init__(self, config: Config, endpoints: EndpointDirectory | None = None) -> None:
+    `measured` holds the speeds `dse bench` saved, by (backend, model), read once by whoever
+    builds the resolver (`benchmark.measured_speeds`): the selector scores speed with them.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        endpoints: EndpointDirectory | None = None,
+        measured: Mapping[tuple[str, str], catalog.MeasuredSpeed] | None = None,
+    ) -> None:
         self.config = config
         self.endpoints = endpoints or EndpointDirectory()
+        self.measured = measured or {}
 
     def resolve(self, intent: Intent) -> Resolution:
         reasons: list[str] = []
@@ -93,6 +105,11 @@ class Resolver:
         if intent.select is not None or model == "auto":
             return self._select(intent, reasons, backend)
 
+        if backend is None and not model:
+            routed = self._task_route(intent, model_key, model_source, reasons, warnings)
+            if routed is not None:
+                return routed
+
         if model and ":" in model and model.split(":", 1)[0] in self._backend_names():
             prefix, bare = model.split(":", 1)
             backend = self._backend(prefix, intent)
@@ -118,6 +135,70 @@ class Resolver:
         chosen, why = self._model_for_role(backend, role, intent, warnings)
         reasons.append(why)
         return self._target(backend, chosen, role, f"{rule} + {model_source} model_key" if model_key else rule, reasons, intent)
+
+    def _task_route(
+        self, intent: Intent, model_key: str | None, model_source: str, reasons: list[str], warnings: list[str]
+    ) -> Target | None:
+        """A task that `task_routing` lists goes to its first available entry; the other available ones are its fallbacks.
+
+        It applies only where the step and its tool leave the backend open, so a user can pin a
+        step without editing the table, and it ranks below a directive as every setting does.
+        """
+        found = _task_of(intent)
+        if found is None:
+            return None
+        task, source = found
+        reasons.append(f"{source} sets task: {task}")
+        where = f"{intent.location}: " if intent.location else ""
+        routes = self.config.task_routing.get(task)
+        if routes is None:
+            unrouted = unrouted_task(task, self.config.task_routing)
+            reasons.append(unrouted)
+            if intent.task:  # a tool's task is warned about once, when the config loads
+                warnings.append(f"{where}step {intent.step_id!r}: {unrouted}")
+            return None
+        available = [route for route in routes if self._route_usable(task, route, reasons)]
+        listed = ", ".join(route.label for route in routes)
+        if not available:
+            message = f"task {task}: none of {listed} is available, so the default backend applies"
+            reasons.append(message)
+            warnings.append(f"{where}step {intent.step_id!r}: {message}")
+            return None
+        first = available[0]
+        chain = self._task_chain(first, available[1:])
+        reasons.append(
+            f"task {task}: task_routing picks {first.label} (first available of {listed}); fallbacks {', '.join(chain) or 'none'}"
+        )
+        backend = self.config.backends[first.backend]
+        rule = f"task route {task}" + (f" + {model_source} model_key" if model_key else "")
+        if first.model:
+            target = self._target(backend, first.model, model_key, rule, reasons, intent)
+        else:
+            role = model_key or self._default_role(backend)
+            model, why = self._model_for_role(backend, role, intent, warnings)
+            reasons.append(why)
+            target = self._target(backend, model, role, rule, reasons, intent)
+        return replace(target, fallbacks=chain)
+
+    def _route_usable(self, task: str, route: TaskRoute, reasons: list[str]) -> bool:
+        """Whether a `task_routing` entry can take a call now; one that cannot is skipped, and the reasons say why."""
+        backend = self.config.backends.get(route.backend)
+        if backend is None:
+            problem = "not configured"
+        elif backend.unavailable:
+            problem = backend.unavailable
+        elif self._unservable(backend):
+            problem = f"not declared in {self.config.path}"
+        else:
+            return True
+        reasons.append(f"task {task}: skips {route.label} ({problem})")
+        return False
+
+    def _task_chain(self, first: TaskRoute, rest: list[TaskRoute]) -> tuple[str, ...]:
+        """The fallbacks of a task-routed target: the other available entries, then `fallback_backends` not already in it."""
+        routed = {first.backend, *(route.backend for route in rest)}
+        tail = [name for name in self.config.fallback_backends if name not in routed]
+        return tuple(dict.fromkeys(label for label in [*(route.label for route in rest), *tail] if label != first.label))
 
     def _from_directive(
         self, intent: Intent, found: directives.Directive, reasons: list[str], warnings: list[str]
@@ -180,13 +261,28 @@ class Resolver:
         reason = f"{source} = {name}; model {model} ({'embedding_model' if backend.embedding_model else 'its managed model'})"
         return self._target(backend, model, None, "embedding backend", [reason], Intent("embed"))
 
-    def retarget(self, target: Target, backend_name: str) -> Target:
-        """The same role on another backend: what a fallback sends when `target` failed."""
+    def retarget(self, target: Target, fallback: str) -> Target:
+        """The same role on another backend: what a fallback sends when `target` failed.
+
+        `fallback` is a backend name, or `backend:model` for a `task_routing` entry that pins
+        its model; that model is sent instead of the role's.
+        """
+        backend_name, pinned = self._fallback_hop(fallback)
         backend = self._backend(backend_name, Intent(target.role or "fallback"))
         role = target.role or self._default_role(backend)
-        model, why = self._model_for_role(backend, role, Intent(role), [])
+        if pinned is None:
+            model, why = self._model_for_role(backend, role, Intent(role), [])
+        else:
+            model, why = pinned, f"its task_routing entry names model {pinned}"
         fresh = self._target(backend, model, role, "fallback", [*target.reasons, f"fallback to {backend_name}: {why}"], Intent(role))
         return replace(fresh, temperature=target.temperature, max_tokens=target.max_tokens, cache=target.cache, fallbacks=())
+
+    def _fallback_hop(self, fallback: str) -> tuple[str, str | None]:
+        """A fallback's backend and pinned model: a configured name as it is, else `backend:model` split at the first colon."""
+        name, colon, model = fallback.partition(":")
+        if self.config.find_backend(fallback) is None and colon and self.config.find_backend(name) is not None:
+            return name, model
+        return fallback, None
 
     def larger_context(self, target: Target, current: int) -> Target | None:
         """The available model whose window beats `current`, the smallest such, preferring the same backend.
@@ -270,8 +366,11 @@ class Resolver:
             overrides=overrides,
             context_windows=windows,
             specialization=specialization_of(tool.tags) if tool is not None else None,
+            measured=self.measured,
         )
-        rejected = selector.explain_rejections(candidates, constraints=constraints, overrides=overrides, context_windows=windows)
+        rejected = selector.explain_rejections(
+            candidates, constraints=constraints, overrides=overrides, context_windows=windows, measured=self.measured
+        )
         return ranked, rejected
 
     def _select(
@@ -313,7 +412,7 @@ class Resolver:
         reasons.append(
             f"model selector picked {best.candidate.backend}:{best.candidate.model} (score {best.score:.1f}: "
             + ", ".join(f"{k} {v:.1f}" for k, v in best.breakdown.items())
-            + ")"
+            + f"; speed: {catalog.speed_origin(best.info)})"
         )
         chosen = self.config.backends[best.candidate.backend]
         role = next((r for r, m in chosen.models.items() if m == best.candidate.model), None)
@@ -511,6 +610,15 @@ class Resolver:
     def _usable(self, name: str) -> bool:
         backend = self.config.backends.get(name)
         return backend is not None and backend.unavailable is None
+
+
+def _task_of(intent: Intent) -> tuple[str, str] | None:
+    """The task a call has, and who set it: the step's replaces its tool's."""
+    if intent.task:
+        return intent.task, f"step {intent.step_id!r}"
+    if intent.tool is not None and intent.tool.task:
+        return intent.tool.task, f"tool {intent.tool.name!r}"
+    return None
 
 
 def _listed(backend: BackendConfig) -> set[str]:

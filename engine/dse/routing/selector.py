@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
 
-from .catalog import PRICE_TIERS, ModelInfo, lookup, price_tier
+from .catalog import PRICE_TIERS, MeasuredSpeed, ModelInfo, lookup, price_tier
 
 CRITERIA = ("context_window", "speed", "cost", "quality", "specialization")
 
@@ -151,15 +151,17 @@ def rank(
     top_k: int | None = 3,
     overrides: Mapping[str, Mapping[str, object]] | None = None,
     context_windows: Mapping[str, Mapping[str, int]] | None = None,
+    measured: Mapping[tuple[str, str], MeasuredSpeed] | None = None,
 ) -> list[Ranked]:
     """Score the candidates that pass the constraints, best first.
 
     The need comes from `specialization`, else `constraints.specialization`, else the task
-    text. Ties break by backend name, then model name, then input order.
+    text. Ties break by backend name, then model name, then input order. `measured` holds
+    the speeds `dse bench` measured, by (backend, model): each is that candidate's speed.
     """
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must be >= 0, not {top_k}")
-    described = _describe(candidates, overrides, context_windows)
+    described = _describe(candidates, overrides, context_windows, measured)
     eligible = [(i, c, info) for i, (c, info) in enumerate(described) if not _rejection(c, info, constraints)]
     if not eligible:
         return []
@@ -179,9 +181,10 @@ def explain_rejections(
     constraints: Constraints = Constraints(),
     overrides: Mapping[str, Mapping[str, object]] | None = None,
     context_windows: Mapping[str, Mapping[str, int]] | None = None,
+    measured: Mapping[tuple[str, str], MeasuredSpeed] | None = None,
 ) -> list[Ranked]:
     """The candidates `rank` leaves out with the same arguments, each with every reason."""
-    described = _describe(candidates, overrides, context_windows)
+    described = _describe(candidates, overrides, context_windows, measured)
     return [
         Ranked(candidate=c, info=info, score=0.0, breakdown=MappingProxyType({}), rejected=reason)
         for c, info in described
@@ -198,10 +201,12 @@ def _describe(
     candidates: Sequence[Candidate],
     overrides: Mapping[str, Mapping[str, object]] | None,
     context_windows: Mapping[str, Mapping[str, int]] | None,
+    measured: Mapping[tuple[str, str], MeasuredSpeed] | None,
 ) -> list[tuple[Candidate, ModelInfo]]:
     windows = context_windows or {}
+    speeds = measured or {}
     return [
-        (c, lookup(c.model, c.backend_type, overrides, windows.get(c.backend)))
+        (c, lookup(c.model, c.backend_type, overrides, windows.get(c.backend), speeds.get((c.backend, c.model))))
         for c in candidates
     ]
 

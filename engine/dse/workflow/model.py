@@ -51,6 +51,7 @@ class Step:
     model: str | None = None
     model_key: str | None = None
     select: Mapping[str, Any] | None = None
+    task: str | None = None
     stream: bool = False
     temperature: float | None = None
     max_tokens: int | None = None

@@ -115,6 +115,7 @@ def _plan_step(step: Step, workflow: Workflow, config: Config, resolver: Resolve
         model_key=step.model_key,
         text=text,
         select=step.select,
+        task=step.task,
         location=step.location,
         temperature=step.temperature,
         max_tokens=step.max_tokens,
