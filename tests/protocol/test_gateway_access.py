@@ -202,5 +202,5 @@ def test_without_a_healthy_endpoint_for_the_default_backend_health_and_chat_are_
     sent = [len(server.calls("POST", CHAT)) for server in pool]
     with pytest.raises(openai.InternalServerError) as caught:
         openai_client(gateway, KEY).chat.completions.create(model="generator", messages=USER)
-    assert caught.value.status_code == 503 and openai_error(caught.value.response)["code"] == "no_healthy_endpoint"
+    assert caught.value.status_code == 503 and openai_error(caught.value.response)["code"] == "backend_unavailable"
     assert [len(server.calls("POST", CHAT)) for server in pool] == sent, "no call went to an endpoint known to be down"

@@ -144,6 +144,8 @@ def test_when_every_backend_fails_the_client_gets_one_error_in_its_protocol(
     assert (openai_error(response) if protocol == "openai" else anthropic_error(response))["type"] == kind
     assert response.headers.get("retry-after") == retry_after
     assert spare.calls("POST", CHAT), "the fallback was tried before the client was told"
+    message = (openai_error(response) if protocol == "openai" else anthropic_error(response))["message"]
+    assert "(tried main: " in message and "; spare: " in message, "the error names every backend it was tried on"
 
 
 def test_a_directive_retargets_only_when_the_client_turns_directives_on(gateway: ServedGateway, primary: StubServer, claude: StubServer) -> None:

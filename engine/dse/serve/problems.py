@@ -8,7 +8,10 @@ class first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..backends.types import Attempt
 
 from ..errors import (
     AuthError,
@@ -21,6 +24,7 @@ from ..errors import (
     InputError,
     ModelNotFound,
     NotConfirmed,
+    QueueFull,
     RateLimited,
     SpendRefused,
 )
@@ -67,16 +71,27 @@ _TABLE: tuple[tuple[type[DseError], int, str, str | None], ...] = (
     (ModelNotFound, 404, NOT_FOUND, "model_not_found"),
     (AuthError, 502, API, "backend_auth_failed"),
     (BackendTimeout, 504, TIMEOUT, None),
-    (BackendUnavailable, 503, OVERLOADED, "no_healthy_endpoint"),
+    (QueueFull, 503, OVERLOADED, "queue_full"),
+    (BackendUnavailable, 503, OVERLOADED, "backend_unavailable"),
     (BackendError, 502, API, None),
     (InputError, 400, INVALID, None),
 )
 
 
 def from_error(error: DseError) -> Problem:
-    """The status a client should see for an engine error; its message is already the engine's one clear line."""
+    """The status a client should see for an engine error: its one clear line, and every backend it was tried on."""
+    message = str(error) + _tried(getattr(error, "attempts", ()))
     for kind_of, status, kind, code in _TABLE:
         if isinstance(error, kind_of):
             retry_after = error.retry_after if isinstance(error, RateLimited) else None
-            return Problem(status, kind, str(error), code=code, retry_after=retry_after)
-    return Problem(500, API, str(error))
+            return Problem(status, kind, message, code=code, retry_after=retry_after)
+    return Problem(500, API, message)
+
+
+def _tried(attempts: Sequence[Attempt]) -> str:
+    """`(tried main twice, then spare: ...)` when the call went to more than one backend; the last failure is the message itself."""
+    backends = list(dict.fromkeys(a.backend for a in attempts))
+    if len(backends) < 2:
+        return ""
+    last = {a.backend: a.error for a in attempts if a.error}
+    return " (tried " + "; ".join(f"{b}: {last.get(b) or 'no answer'}" for b in backends) + ")"
