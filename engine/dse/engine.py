@@ -9,7 +9,7 @@ now and all healthy, are used instead of starting new ones, and are left running
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -19,18 +19,22 @@ from .config.model import Config
 from .lifecycle.managed import adopt
 from .local import LocalCluster
 from .routing import Resolver, Router
+from .routing.catalog import MeasuredSpeed
 
 
 class Engine:
     """Use as `async with Engine(config) as engine:`; every managed server is stopped on the way out."""
 
-    def __init__(self, config: Config, *, state_dir: Path = Path(".dse")) -> None:
+    def __init__(
+        self, config: Config, *, state_dir: Path = Path(".dse"), measured: Mapping[tuple[str, str], MeasuredSpeed] | None = None
+    ) -> None:
+        """`measured`: what `dse bench` saved, for `model: auto` resolved at call time (the gateway's)."""
         self.config = config
         self.state_dir = state_dir
         self.clusters: dict[str, LocalCluster] = {}
         self.adopted: dict[str, list[str]] = {}
         self.endpoints = EndpointDirectory()
-        self.resolver = Resolver(config, self.endpoints)
+        self.resolver = Resolver(config, self.endpoints, measured=measured)
         self.router = Router(config, self.resolver)
 
     async def __aenter__(self) -> Engine:

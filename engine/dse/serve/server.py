@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.model import Config
+from ..benchmark import measured_speeds
 from ..engine import Engine
 from ..errors import InputError, SetupError
 from ..spend import SpendPlan, SpendSession
@@ -104,7 +105,7 @@ async def serve(config: Config, host: str, port: int, state_dir: Path, announce:
 
     check_access(config, host)
     usable = tuple(name for name, backend in config.backends.items() if backend.unavailable is None)
-    engine = Engine(config, state_dir=state_dir)
+    engine = Engine(config, state_dir=state_dir, measured=measured_speeds(state_dir))
     session: SpendSession | None = None
     watcher: asyncio.Task[None] | None = None
     try:
