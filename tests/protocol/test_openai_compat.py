@@ -20,6 +20,7 @@ from dse.backends import (
     OllamaBackend,
     OpenAICompatBackend,
     Usage,
+    TgiBackend,
     VllmBackend,
     make_backend,
     type_names,
@@ -179,6 +180,7 @@ def test_every_backend_type_gets_the_adapter_it_declares() -> None:
         "azure": AzureBackend,
         "llamacpp": LlamaCppBackend,
         "vllm": VllmBackend,
+        "tgi": TgiBackend,
     }
     for kind in type_names():
         adapter = make_backend(BackendConfig(name=kind, type=kind))

@@ -24,9 +24,9 @@ class AzureBackend(OpenAICompatBackend):
 
         return AsyncAzureOpenAI(azure_endpoint=endpoint, api_version=self.config.api_version or _API_VERSION, **options)
 
-    def _model_args(self, model: str) -> dict[str, Any]:
+    def _query(self, model: str) -> dict[str, str]:
         pinned = next((d.api_version for d in self.config.deployments.values() if d.deployment == model), None)
-        return {"model": model, "extra_query": {"api-version": pinned}} if pinned else {"model": model}
+        return {"api-version": pinned} if pinned else {}
 
     def _missing_model_hint(self, endpoint: str, model: str) -> str:
         return f"check the deployment name {model!r} (not the model name)"

@@ -5,10 +5,16 @@ deployments, llama.cpp's `/health` and `/slots`, vLLM's `/metrics`) subclass it 
 their own. SDK retries are off: the router owns retries, and two layers retrying at once is how
 one failure turns into nine requests. The SDK is imported lazily so that `dse --help` does not
 pay for it.
+
+Chat completions, the hot path of every workflow and of `dse serve`, go through the SDK's raw
+`post`: it keeps the client's auth, base URL (Azure's deployment paths included), timeouts and
+HTTP error classes, but skips the typed-params transform and the pydantic models, which cost
+more per call than the rest of the engine. The answer is read here as the JSON it is.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,10 +41,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-    from openai.types import CompletionUsage
-    from openai.types.chat import ChatCompletionMessageToolCallUnion
-    from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+    import httpx2
+    from openai import AsyncOpenAI, RequestOptions
 
 # `tool_choice` values OpenAI takes as they are; any other value names the one tool to call.
 _TOOL_MODES = frozenset({"auto", "none", "required"})
@@ -85,8 +89,9 @@ class OpenAICompatBackend:
 
         return AsyncOpenAI(base_url=api_base(endpoint), **options)
 
-    def _model_args(self, model: str) -> dict[str, Any]:
-        return {"model": model}
+    def _query(self, model: str) -> dict[str, str]:
+        """Query parameters of every request for `model`; Azure pins API versions per deployment here."""
+        return {}
 
     def _missing_model_hint(self, endpoint: str, model: str) -> str:
         return f"check the model id {model!r}; GET {api_base(endpoint)}/models lists what the server has"
@@ -99,12 +104,9 @@ class OpenAICompatBackend:
             context = self._contexts[(endpoint, model)] = ErrorContext.of(self.config, endpoint, hint)
         return context
 
-    def _chat_args(self, request: ChatRequest, endpoint: str) -> dict[str, Any]:
+    def _chat_body(self, request: ChatRequest, endpoint: str) -> dict[str, Any]:
         check_request(request, self.kind, self.name, endpoint)
-        args: dict[str, Any] = {
-            **self._model_args(request.model),
-            "messages": [_message(m) for m in request.messages],
-        }
+        args: dict[str, Any] = {"model": request.model, "messages": [_message(m) for m in request.messages]}
         sampling = {"temperature": request.temperature, "max_tokens": request.max_tokens, "top_p": request.top_p, "seed": request.seed}
         args.update((name, value) for name, value in sampling.items() if value is not None)
         if request.stop:
@@ -113,8 +115,6 @@ class OpenAICompatBackend:
             args["tools"] = function_tools(request.tools)
         if request.tool_choice is not None:
             args["tool_choice"] = _tool_choice(request.tool_choice)
-        if request.timeout is not None:
-            args["timeout"] = request.timeout
         response_format = self._response_format(request)
         if response_format is not None:
             args["response_format"] = response_format
@@ -140,6 +140,19 @@ class OpenAICompatBackend:
             return {"type": "json_object"}
         return None
 
+    async def _post_chat(self, request: ChatRequest, endpoint: str, *, stream: bool) -> httpx2.Response:
+        """The raw answer to `/chat/completions`; the SDK raises its own errors for failed requests and error statuses."""
+        import httpx2
+
+        body = self._chat_body(request, endpoint)
+        options: RequestOptions = {"params": self._query(request.model)}
+        if request.timeout is not None:
+            options["timeout"] = request.timeout
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        client = self._client(endpoint)
+        return await client.post("/chat/completions", body=body, options=options, cast_to=httpx2.Response, stream=stream)
+
     async def chat(self, request: ChatRequest, endpoint: str) -> ChatResponse:
         """One non-streamed completion; vendor errors come back as `BackendError` subclasses."""
         import openai
@@ -147,29 +160,33 @@ class OpenAICompatBackend:
         context = self._context(endpoint, request.model)
         started = time.perf_counter()
         try:
-            completion = await self._client(endpoint).chat.completions.create(**self._chat_args(request, endpoint))
+            response = await self._post_chat(request, endpoint, stream=False)
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai) from None
-        if not completion.choices:
+        completion = _object(response.content, context, "a completion")
+        choice = _first_choice(completion)
+        if choice is None:
             raise context.malformed("a completion without any choice")
-        choice = completion.choices[0]
+        message = _mapping(choice.get("message"))
         return ChatResponse(
-            text=choice.message.content or "",
-            model=completion.model or request.model,
+            text=_text(message.get("content")),
+            model=_text(completion.get("model")) or request.model,
             backend=self.name,
             endpoint=endpoint,
-            usage=_usage(completion.usage) or Usage(),
+            usage=_usage(completion.get("usage")) or Usage(),
             latency=time.perf_counter() - started,
-            finish_reason=choice.finish_reason,
-            tool_calls=_tool_calls(choice.message.tool_calls or ()),
+            finish_reason=choice.get("finish_reason"),
+            tool_calls=_tool_calls(message.get("tool_calls")),
         )
 
     async def stream(self, request: ChatRequest, endpoint: str) -> AsyncIterator[StreamChunk]:
         """Text deltas as they come, then one closing chunk with the finish reason, usage and whole tool calls.
 
-        The SDK ends quietly when the body ends, `[DONE]` or not; a stream without a finish
-        reason was cut off, and is raised as such rather than passed on as a short answer.
+        A body may end quietly, `[DONE]` or not; a stream without a finish reason was cut off,
+        and is raised as such rather than passed on as a short answer. A dropped connection
+        surfaces as the SDK transport's own exception, caught here as well.
         """
+        import httpx2
         import openai
 
         context = self._context(endpoint, request.model)
@@ -179,24 +196,29 @@ class OpenAICompatBackend:
         usage: Usage | None = None
         calls = ToolCallParts()
         try:
-            events = await self._client(endpoint).chat.completions.create(
-                **self._chat_args(request, endpoint), stream=True, stream_options={"include_usage": True}
-            )
-            async with events:
-                async for event in events:
+            response = await self._post_chat(request, endpoint, stream=True)
+            try:
+                async for data in _sse_data(response.aiter_lines()):
                     received += 1
-                    usage = _usage(event.usage) or usage
-                    if not event.choices:
+                    event = _object(data, context, "a stream event")
+                    if event.get("error"):
+                        raise context.from_status(None, event)
+                    usage = _usage(event.get("usage")) or usage
+                    choice = _first_choice(event)
+                    if choice is None:
                         continue
-                    choice = event.choices[0]
-                    finish = choice.finish_reason or finish
-                    if choice.delta is None:
-                        continue
-                    _gather(calls, choice.delta.tool_calls or ())
-                    if choice.delta.content:
-                        yield StreamChunk(choice.delta.content, elapsed=time.perf_counter() - started)
+                    finish = choice.get("finish_reason") or finish
+                    delta = _mapping(choice.get("delta"))
+                    _gather(calls, delta.get("tool_calls"))
+                    if delta.get("content"):
+                        yield StreamChunk(_text(delta["content"]), elapsed=time.perf_counter() - started)
+            finally:
+                await response.aclose()
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai, received=received) from None
+        except httpx2.HTTPError as exc:
+            timed_out = isinstance(exc, httpx2.TimeoutException)
+            raise context.transport(exc, timed_out=timed_out, received=received) from None
         if finish is None:
             raise context.cut_off(received)
         elapsed = time.perf_counter() - started
@@ -208,10 +230,10 @@ class OpenAICompatBackend:
         context = self._context(endpoint, model)
         started = time.perf_counter()
         try:
-            args: dict[str, Any] = {**self._model_args(model), "input": list(texts), "encoding_format": "float"}
+            args: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
             if self.config.embedding_dimensions:
                 args["dimensions"] = self.config.embedding_dimensions
-            result = await self._client(endpoint).embeddings.create(**args)
+            result = await self._client(endpoint).embeddings.create(**args, extra_query=self._query(model))
         except openai.APIError as exc:
             raise context.from_sdk(exc, openai) from None
         if len(result.data) != len(texts):
@@ -297,26 +319,76 @@ def _tool_choice(choice: str) -> str | dict[str, Any]:
     return choice if choice in _TOOL_MODES else {"type": "function", "function": {"name": choice}}
 
 
-def _tool_calls(calls: Sequence[ChatCompletionMessageToolCallUnion]) -> tuple[ToolCall, ...]:
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event before `[DONE]`: all a chat stream carries.
+
+    What follows `[DONE]` is read to the end of the body, so that the connection goes back to
+    the pool instead of being closed under a half-read answer.
+    """
+    data: list[str] = []
+    done = False
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            event, data = "\n".join(data), []
+            done = done or event == "[DONE]"
+            if not done:
+                yield event
+
+
+def _object(text: str | bytes, context: ErrorContext, what: str) -> Mapping[str, Any]:
+    """A body that is not a JSON object is the server's fault, raised so the router can fail over, never a crash."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        raise context.malformed(f"{what} that is not JSON: {text[:80]!r}") from None
+    if not isinstance(parsed, dict):
+        raise context.malformed(f"{what} that is not an object: {text[:80]!r}")
+    return parsed
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _first_choice(answer: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Every request asks for one choice; a usage-only stream event has none."""
+    choices = answer.get("choices")
+    return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+
+
+def _tool_calls(calls: object) -> tuple[ToolCall, ...]:
     """Function calls; OpenAI's custom (free-text) tools are never offered, so none come back."""
-    return tuple(ToolCall(c.id, c.function.name, c.function.arguments or "{}") for c in calls if c.type == "function")
+    listed = calls if isinstance(calls, list) else []
+    wanted = [c for c in listed if isinstance(c, dict) and c.get("type", "function") == "function"]
+    functions = [(c, _mapping(c.get("function"))) for c in wanted]
+    return tuple(ToolCall(_text(c.get("id")), _text(f.get("name")), _text(f.get("arguments")) or "{}") for c, f in functions)
 
 
-def _gather(calls: ToolCallParts, pieces: Sequence[ChoiceDeltaToolCall]) -> None:
-    for piece in pieces:
-        function = piece.function
-        if function is None:
-            calls.add(piece.index, id=piece.id)
-        else:
-            calls.add(piece.index, id=piece.id, name=function.name, arguments=function.arguments)
+def _gather(calls: ToolCallParts, pieces: object) -> None:
+    """Tool call pieces of one stream delta, keyed by their `index` (by their place in the delta where a server omits it)."""
+    for position, piece in enumerate(pieces if isinstance(pieces, list) else []):
+        if isinstance(piece, dict):
+            index, function = piece.get("index"), _mapping(piece.get("function"))
+            key = index if isinstance(index, int) else position
+            calls.add(key, id=piece.get("id"), name=function.get("name"), arguments=function.get("arguments"))
 
 
-def _usage(usage: CompletionUsage | None) -> Usage | None:
+def _usage(usage: object) -> Usage | None:
     """Tokens, with the part of the prompt the vendor read from its prompt cache (billed at its cached price)."""
-    if usage is None:
+    if not isinstance(usage, dict):
         return None
-    details = usage.prompt_tokens_details
-    return Usage(usage.prompt_tokens, usage.completion_tokens, (details.cached_tokens or 0) if details else 0)
+    cached = _mapping(usage.get("prompt_tokens_details")).get("cached_tokens")
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def strict_schema(schema: Mapping[str, Any]) -> bool:
