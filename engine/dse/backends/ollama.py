@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -143,12 +143,26 @@ class OllamaBackend:
         context = self._context(endpoint, request.model)
         started = time.perf_counter()
         url = f"{server_root(endpoint)}/api/chat"
-        received = 0
-        last: dict[str, Any] | None = None
+        payload = self._chat_payload(request, stream=True, endpoint=endpoint)
+        last: dict[str, Any] = {}
         calls: tuple[ToolCall, ...] = ()
+        async for event in self._ndjson(url, payload, self._timeout(request.timeout), context, lambda e: bool(e.get("done"))):
+            said = event.get("message") or {}
+            calls += _tool_calls(said, first=len(calls))
+            text = said.get("content")
+            if text:
+                yield StreamChunk(str(text), elapsed=time.perf_counter() - started)
+            last = event
+        finish = "tool_calls" if calls else (last.get("done_reason") or "stop")
+        elapsed = time.perf_counter() - started
+        yield StreamChunk("", finish_reason=finish, usage=_usage(last), elapsed=elapsed, tool_calls=calls)
+
+    async def _ndjson(
+        self, url: str, payload: Mapping[str, Any], timeout: float, context: ErrorContext, last: Callable[[dict[str, Any]], bool]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The NDJSON events of one streamed request, up to the one `last` accepts; a stream that ends before it was cut off."""
+        received = 0
         try:
-            payload = self._chat_payload(request, stream=True, endpoint=endpoint)
-            timeout = self._timeout(request.timeout)
             async with self._client.stream("POST", url, json=payload, timeout=timeout) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -158,21 +172,12 @@ class OllamaBackend:
                         continue
                     received += 1
                     event = _parse_line(line, context)
-                    said = event.get("message") or {}
-                    calls += _tool_calls(said, first=len(calls))
-                    text = said.get("content")
-                    if text:
-                        yield StreamChunk(str(text), elapsed=time.perf_counter() - started)
-                    if event.get("done"):
-                        last = event
-                        break
+                    yield event
+                    if last(event):
+                        return
         except httpx.HTTPError as exc:
             raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException), received=received) from None
-        if last is None:
-            raise context.cut_off(received)
-        finish = "tool_calls" if calls else (last.get("done_reason") or "stop")
-        elapsed = time.perf_counter() - started
-        yield StreamChunk("", finish_reason=finish, usage=_usage(last), elapsed=elapsed, tool_calls=calls)
+        raise context.cut_off(received)
 
     async def embed(self, texts: Sequence[str], model: str, endpoint: str) -> EmbedResponse:
         context = self._context(endpoint, model)
@@ -247,25 +252,10 @@ class OllamaBackend:
         The read timeout applies per line, not to the whole pull: a download of many GiB keeps
         sending progress, and a server that goes silent for that long has stalled.
         """
-        context = self._context(endpoint)
         url = f"{server_root(endpoint)}/api/pull"
-        received = 0
-        try:
-            async with self._client.stream("POST", url, json={"model": model, "stream": True}, timeout=self._timeout()) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise context.from_status(response.status_code, response_body(response), response.headers)
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    received += 1
-                    event = _parse_line(line, context)
-                    yield event
-                    if event.get("status") == "success":
-                        return
-        except httpx.HTTPError as exc:
-            raise context.transport(exc, timed_out=isinstance(exc, httpx.TimeoutException), received=received) from None
-        raise context.cut_off(received)
+        payload = {"model": model, "stream": True}
+        async for event in self._ndjson(url, payload, self._timeout(), self._context(endpoint), lambda e: e.get("status") == "success"):
+            yield event
 
     async def keep_alive(self, model: str, endpoint: str, keep_alive: str | int) -> dict[str, Any]:
         """Load a model for `keep_alive` (a duration such as `30m`), or unload it now with 0: `/api/generate` with no prompt."""
