@@ -30,12 +30,9 @@ def read_messages(body: Mapping[str, Any]) -> ChatCall:
     max_tokens = fields.integer(body, "max_tokens", 1)
     if max_tokens is None:
         raise invalid("max_tokens is required", "max_tokens")
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise invalid("messages must be a non-empty array", "messages")
     turns = [*_system(body.get("system"))]
-    for i, item in enumerate(raw):
-        turns += _turns(item, f"messages[{i}]")
+    for at, item in fields.objects(body.get("messages"), "messages", required=True):
+        turns += _turns(item, at)
     tools = _tools(body.get("tools"))
     return ChatCall(
         model=str(model),
@@ -74,9 +71,8 @@ def _text_blocks(raw: Any, where: str) -> str:
     return "".join(texts)
 
 
-def _turns(raw: Any, where: str) -> list[Message]:
+def _turns(item: Mapping[str, Any], where: str) -> list[Message]:
     """One Anthropic message as engine turns: tool results become `tool` turns ahead of the user's text."""
-    item = fields.obj(raw, where)
     role = fields.text(item, "role", f"{where}.", required=True)
     if role not in ("user", "assistant"):
         raise invalid(f"{where}.role must be user or assistant, not {role!r}", f"{where}.role")
@@ -109,18 +105,13 @@ def _turns(raw: Any, where: str) -> list[Message]:
 
 
 def _tools(raw: Any) -> tuple[ToolSpec, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise invalid("tools must be an array", "tools")
     specs = []
-    for i, item in enumerate(raw):
-        tool = fields.obj(item, f"tools[{i}]")
+    for at, tool in fields.objects(raw, "tools"):
         if tool.get("type", "custom") != "custom":
-            raise invalid(f"tools[{i}]: server tools ({tool.get('type')!r}) are not supported; only client tools", f"tools[{i}].type")
-        name = fields.text(tool, "name", f"tools[{i}].", required=True)
-        schema = fields.obj(tool.get("input_schema"), f"tools[{i}].input_schema")
-        specs.append(ToolSpec(str(name), fields.text(tool, "description", f"tools[{i}].") or "", schema))
+            raise invalid(f"{at}: server tools ({tool.get('type')!r}) are not supported; only client tools", f"{at}.type")
+        name = fields.text(tool, "name", f"{at}.", required=True)
+        schema = fields.obj(tool.get("input_schema"), f"{at}.input_schema")
+        specs.append(ToolSpec(str(name), fields.text(tool, "description", f"{at}.") or "", schema))
     return tuple(specs)
 
 

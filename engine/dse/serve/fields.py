@@ -24,6 +24,15 @@ def obj(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
+def objects(raw: Any, where: str, *, required: bool = False) -> list[tuple[str, Mapping[str, Any]]]:
+    """An array of objects, each with the path it is found at (`tools[2]`); absent is empty unless `required`."""
+    if raw is None and not required:
+        return []
+    if not isinstance(raw, list) or (required and not raw):
+        raise invalid(f"{where} must be a{' non-empty' if required else 'n'} array", where)
+    return [(f"{where}[{i}]", obj(item, f"{where}[{i}]")) for i, item in enumerate(raw)]
+
+
 def text(body: Mapping[str, Any], name: str, where: str = "", *, required: bool = False) -> str | None:
     value = body.get(name)
     path = where + name

@@ -35,10 +35,7 @@ _EMBED_FIELDS = ("model", "input", "encoding_format")
 def read_chat(body: Mapping[str, Any]) -> ChatCall:
     fields.refuse_unknown(body, _CHAT_FIELDS, _CHAT_HARMLESS)
     model = fields.text(body, "model", required=True)
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise invalid("messages must be a non-empty array", "messages")
-    messages = tuple(_message(item, f"messages[{i}]") for i, item in enumerate(raw))
+    messages = tuple(_message(item, at) for at, item in fields.objects(body.get("messages"), "messages", required=True))
     stream = fields.flag(body, "stream")
     stream_options = body.get("stream_options")
     include_usage = False
@@ -64,8 +61,7 @@ def read_chat(body: Mapping[str, Any]) -> ChatCall:
     )
 
 
-def _message(raw: Any, where: str) -> Message:
-    item = fields.obj(raw, where)
+def _message(item: Mapping[str, Any], where: str) -> Message:
     role = fields.text(item, "role", f"{where}.", required=True)
     if role not in ROLES:
         raise invalid(f"{where}.role must be one of {', '.join(sorted(ROLES))}, not {role!r}", f"{where}.role")
@@ -91,35 +87,25 @@ def _content(raw: Any, where: str) -> str:
 
 
 def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise invalid(f"{where} must be an array", where)
     calls = []
-    for i, item in enumerate(raw):
-        call = fields.obj(item, f"{where}[{i}]")
-        function = fields.obj(call.get("function"), f"{where}[{i}].function")
-        name = fields.text(function, "name", f"{where}[{i}].function.", required=True)
-        arguments = fields.text(function, "arguments", f"{where}[{i}].function.") or "{}"
-        calls.append(ToolCall(fields.text(call, "id", f"{where}[{i}].", required=True) or "", str(name), arguments))
+    for at, call in fields.objects(raw, where):
+        function = fields.obj(call.get("function"), f"{at}.function")
+        name = fields.text(function, "name", f"{at}.function.", required=True)
+        arguments = fields.text(function, "arguments", f"{at}.function.") or "{}"
+        calls.append(ToolCall(fields.text(call, "id", f"{at}.", required=True) or "", str(name), arguments))
     return tuple(calls)
 
 
 def _tools(raw: Any) -> tuple[ToolSpec, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise invalid("tools must be an array", "tools")
     specs = []
-    for i, item in enumerate(raw):
-        tool = fields.obj(item, f"tools[{i}]")
+    for at, tool in fields.objects(raw, "tools"):
         if tool.get("type", "function") != "function":
-            raise invalid(f"tools[{i}].type {tool.get('type')!r} is not supported; only function", f"tools[{i}].type")
-        function = fields.obj(tool.get("function"), f"tools[{i}].function")
-        name = fields.text(function, "name", f"tools[{i}].function.", required=True)
+            raise invalid(f"{at}.type {tool.get('type')!r} is not supported; only function", f"{at}.type")
+        function = fields.obj(tool.get("function"), f"{at}.function")
+        name = fields.text(function, "name", f"{at}.function.", required=True)
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        fields.obj(parameters, f"tools[{i}].function.parameters")
-        specs.append(ToolSpec(str(name), fields.text(function, "description", f"tools[{i}].function.") or "", parameters))
+        fields.obj(parameters, f"{at}.function.parameters")
+        specs.append(ToolSpec(str(name), fields.text(function, "description", f"{at}.function.") or "", parameters))
     return tuple(specs)
 
 
