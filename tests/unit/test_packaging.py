@@ -19,7 +19,7 @@ def test_wheel_carries_the_schemas_and_the_package_uses_them(tmp_path: Path) -> 
     (wheel,) = tmp_path.glob("dse-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"dse/schemas/config.schema.json", "dse/schemas/workflow.schema.json"} <= set(names)
-    assert "dse/cli.py" in names and not any(n.startswith("tests/") for n in names)
+    assert "dse/cli/__init__.py" in names and not any(n.startswith("tests/") for n in names)
     assert "dse/report/report.html.j2" in names, "the HTML report's template is package data"
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
