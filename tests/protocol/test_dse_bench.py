@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def test_bench_measures_streams_reads_vram_and_keeps_only_what_it_measured(
     assert "o/llama3: run 2/2" in captured.err and "down/gpt-4o: failed" in captured.err
 
     assert set(measured_speeds(state)) == {("o", "llama3")}
+    with sqlite3.connect(state / "usage.db") as db:
+        rows = db.execute("SELECT run_id, step_id, backend, outcome FROM calls").fetchall()
+    assert len(rows) == len(sent) + 1, "every call is in the usage ledger, the failed one too"
+    assert {r[1] for r in rows} == {"bench"} and all(r[0].startswith("bench-") for r in rows)
+    assert sorted({(r[2], r[3]) for r in rows}) == [("down", "failed"), ("o", "ok")]
 
 
 def test_the_table_compares_backends_with_vram_or_a_dash(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,8 @@ from ..config.model import Config
 from ..engine import Engine
 from ..errors import DseError, InputError
 from ..routing import Intent, Resolver, Router, Target
+from ..spend import SpendPlan, SpendSession
+from ..spend.control import CURRENT_STEP
 from .results import Measurement
 
 PROMPTS = (
@@ -94,19 +96,34 @@ def bench_targets(config: Config, named: Sequence[str]) -> list[BenchTarget]:
 
 
 async def run_bench(config: Config, targets: Sequence[BenchTarget], *, runs: int, state_dir: Path, progress: Progress) -> list[Measurement]:
-    """Measure every target, each backend's managed servers started first; one that fails is a Measurement with its error."""
+    """Measure every target, each backend's managed servers started first; one that fails is a Measurement with its error.
+
+    Every call is a row of the usage ledger (run `bench-TIME`, step `bench`) and within the
+    config's budgets and rate limits: a benchmark of a paid API costs what any call costs.
+    """
+    session = SpendSession(SpendPlan(str(state_dir), run_id=f"bench-{time.strftime('%Y%m%d-%H%M%S')}"), config)
+    step = CURRENT_STEP.set("bench")
+    try:
+        async with Engine(config, state_dir=state_dir) as engine:
+            engine.router.spend = session.control
+            return await _measure_all(engine, targets, runs, progress)
+    finally:
+        CURRENT_STEP.reset(step)
+        session.close()
+
+
+async def _measure_all(engine: Engine, targets: Sequence[BenchTarget], runs: int, progress: Progress) -> list[Measurement]:
     measured: list[Measurement] = []
-    async with Engine(config, state_dir=state_dir) as engine:
-        for backend in dict.fromkeys(t.backend for t in targets):
-            models = [t.model for t in targets if t.backend == backend]
-            try:
-                await _start(engine, backend, progress)
-            except DseError as exc:
-                progress(f"{backend}: failed to start: {exc}")
-                measured += [_failed(backend, model, runs, exc) for model in models]
-                continue
-            for model in models:
-                measured.append(await _measure(engine, BenchTarget(backend, model), runs, progress))
+    for backend in dict.fromkeys(t.backend for t in targets):
+        models = [t.model for t in targets if t.backend == backend]
+        try:
+            await _start(engine, backend, progress)
+        except DseError as exc:
+            progress(f"{backend}: failed to start: {exc}")
+            measured += [_failed(backend, model, runs, exc) for model in models]
+            continue
+        for model in models:
+            measured.append(await _measure(engine, BenchTarget(backend, model), runs, progress))
     return measured
 
 
