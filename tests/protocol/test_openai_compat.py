@@ -7,7 +7,7 @@ in test_failures_every_protocol.py; the OpenAI row they run with is `wire.OPENAI
 from __future__ import annotations
 
 import pytest
-from stubs import Reply, StubServer, call, openai_chat, openai_error, refused_url
+from stubs import Reply, StubServer, call, drain, openai_chat, openai_error, refused_url, sse
 from wire import OPENAI
 from wire import openai_backend as backend
 
@@ -50,6 +50,27 @@ def test_chat_sends_the_request_once_and_parses_the_answer(stub: StubServer) -> 
     assert sent.json["max_tokens"] == 16 and sent.json["temperature"] == 0.2
     assert "stream" not in sent.json
     assert sent.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_the_prompt_tokens_read_from_the_vendors_cache_are_counted_in_answers_and_streams(stub: StubServer) -> None:
+    """They are billed at the cached-input price, so the ledger must see them however the answer came."""
+    usage = {"prompt_tokens": 120, "completion_tokens": 4, "total_tokens": 124, "prompt_tokens_details": {"cached_tokens": 96}}
+    answer = openai_chat("Hi").json
+    stub.route("POST", CHAT, Reply(json={**answer, "usage": usage}))
+    assert call(backend(), lambda b: b.chat(REQUEST, stub.url)).usage == Usage(120, 4, 96)
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    stub.route(
+        "POST",
+        CHAT,
+        sse(
+            {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**chunk, "choices": [], "usage": usage},
+            "[DONE]",
+        ),
+    )
+    chunks = call(backend(), lambda b: drain(b.stream(REQUEST, stub.url)))
+    assert chunks[-1].usage == Usage(120, 4, 96) and "".join(c.text for c in chunks) == "Hi"
 
 
 def test_embed_posts_to_v1_embeddings_and_keeps_input_order(stub: StubServer) -> None:
