@@ -184,6 +184,15 @@ def test_rate_limits_are_rate_limited_with_the_servers_retry_after(
     assert len(stub.requests) == 1, "SDK retries must be off: the router owns retries"
 
 
+@each_wire("value", cases=lambda w: [("inf",), ("nan",), ("1e400",)])
+def test_a_retry_after_that_is_no_number_of_seconds_is_no_retry_after(stub: StubServer, wire: Wire, value: str) -> None:
+    """Passed on, `inf` would have the router wait forever and a gateway fail to write its own header."""
+    stub.route("POST", wire.chat_path, wire.error(wire.rate_limit_statuses[0], "slow down", headers={"retry-after": value}))
+    with pytest.raises(RateLimited) as caught:
+        chat(wire, stub.url)
+    assert caught.value.retry_after is None
+
+
 @each_wire("status", cases=lambda w: [(500,), (502,), (503,)])
 def test_server_errors_are_unavailable_after_one_request(stub: StubServer, wire: Wire, status: int) -> None:
     stub.route("POST", wire.chat_path, wire.error(status, "upstream trouble"))

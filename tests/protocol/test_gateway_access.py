@@ -81,6 +81,10 @@ def test_the_sdks_pass_with_the_key_in_either_header_and_fail_without_it(gateway
     message = anthropic_client(gateway, KEY).messages.create(model="generator", max_tokens=20, messages=USER)
     assert message.content[0].type == "text" and message.content[0].text in ("from first", "from second")
     assert post(gateway, CHAT, BODIES[CHAT], headers={"x-api-key": KEY}).status_code == 200, "x-api-key works on the OpenAI route too"
+    assert post(gateway, CHAT, BODIES[CHAT], headers={"authorization": f"bearer {KEY}"}).status_code == 200, "the scheme in any case"
+    either = {"authorization": f"Bearer {KEY}", "x-api-key": "stale"}
+    assert post(gateway, CHAT, BODIES[CHAT], headers=either).status_code == 200, "a stale x-api-key does not hide a good bearer"
+    assert post(gateway, CHAT, BODIES[CHAT], headers={"authorization": KEY}).status_code == 401, "no scheme, no key"
     with pytest.raises(openai.AuthenticationError):
         openai_client(gateway, "wrong").chat.completions.create(model="generator", messages=USER)
     with pytest.raises(anthropic.AuthenticationError):
@@ -88,7 +92,9 @@ def test_the_sdks_pass_with_the_key_in_either_header_and_fail_without_it(gateway
 
 
 def test_health_is_open_and_everything_else_needs_the_key(gateway: ServedGateway) -> None:
-    assert get(gateway, "/health").status_code == 200
+    opened = get(gateway, "/health")
+    assert opened.status_code == 200 and opened.json() == {"status": "ok"}, "without the key, the status and nothing of the setup"
+    assert "backends" in get(gateway, "/health", KEYED).json()
     for path in ("/metrics", "/v1/models", "/v1/providers"):
         assert get(gateway, path).status_code == 401
         assert get(gateway, path, KEYED).status_code == 200

@@ -87,6 +87,9 @@ BAD_FIELDS = {
         "messages[0].content[0].type",
     ),
     "anthropic temperature over 1": (MESSAGES, with_(MESSAGES, temperature=1.5), "temperature"),
+    "empty model": (CHAT, with_(CHAT, model=""), "model"),
+    "a model name with a line break": (CHAT, with_(CHAT, model="generator\r\nx-injected: yes"), "model"),
+    "a model name too long to be one": (MESSAGES, with_(MESSAGES, model="main:" + "x" * 300), "model"),
 }
 
 
@@ -111,14 +114,24 @@ RAW_BODIES = {
     "a JSON array": b"[1, 2]",
     "a JSON string": b'"hello"',
     "empty": b"",
+    "NaN, which is not JSON": b'{"model": "generator", "temperature": NaN, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}',
+    "nested deeper than any reader recurses": b'{"model": "generator", "messages": ' + b"[" * 1900 + b"]" * 1900 + b"}",
+    "a number beyond any float": b'{"model": "generator", "temperature": 1e999, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}',
+    "a lone surrogate, which is not text": b'{"model": "generator", "max_tokens": 20, "messages": [{"role": "user", "content": "\\ud800"}]}',
 }
 
 
 @pytest.mark.parametrize("case", sorted(RAW_BODIES))
 @pytest.mark.parametrize("route", [CHAT, MESSAGES])
-def test_a_body_that_is_not_a_json_object_is_a_400(gateway: ServedGateway, route: str, case: str) -> None:
+def test_a_body_that_is_not_a_json_object_of_text_is_a_400(gateway: ServedGateway, route: str, case: str) -> None:
     error = refused(gateway, route, post(gateway, route, content=RAW_BODIES[case], headers={"content-type": "application/json"}), 400)
-    assert "JSON" in error["message"]
+    assert any(word in error["message"] for word in ("JSON", "surrogate", "finite")), error
+
+
+@pytest.mark.parametrize("route", [CHAT, MESSAGES])
+def test_a_backend_named_with_no_model_after_the_colon_is_a_404(gateway: ServedGateway, route: str) -> None:
+    error = refused(gateway, route, post(gateway, route, with_(route, model="main:")), 404)
+    assert "no model after the colon" in error["message"]
 
 
 def padded(route: str) -> bytes:

@@ -7,6 +7,7 @@ script can see: stdout, stderr, `--json`, `dse show`, and every file under the s
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -19,7 +20,9 @@ HEADER_TOKEN = "hdr-token-9876543210"
 PASSWORD = "url-pass-5551234"
 QUERY_TOKEN = "query-token-246810"
 ENV = {"MY_API_KEY": KEY, "GATEWAY_TOKEN": HEADER_TOKEN, "URL_PASSWORD": PASSWORD, "QUERY_TOKEN": QUERY_TOKEN}
-ALL = (KEY, HEADER_TOKEN, PASSWORD, QUERY_TOKEN)
+# What HTTP makes of the URL's user and password (`Authorization: Basic ...`), which a server may echo too.
+BASIC = base64.b64encode(f"me:{PASSWORD}".encode()).decode()
+ALL = (KEY, HEADER_TOKEN, PASSWORD, QUERY_TOKEN, BASIC)
 
 
 def config(write, url: str, *, stream: bool = False) -> Path:
@@ -51,13 +54,13 @@ def assert_nowhere(seen: str) -> None:
 
 
 def test_an_answer_that_echoes_every_secret_is_scrubbed_everywhere(stub: StubServer, write, tmp_path: Path) -> None:
-    echo = f"key {KEY}, header {HEADER_TOKEN}, password {PASSWORD}, token {QUERY_TOKEN}"
+    echo = f"key {KEY}, header {HEADER_TOKEN}, password {PASSWORD}, token {QUERY_TOKEN}, basic {BASIC}"
     stub.route("POST", "/v1/chat/completions", openai_chat(echo))
     cfg = config(write, stub.url)
     workflow = write("wf.yaml", WORKFLOW.format(stream=""))
     text = run_dse("run", str(workflow), "--config", str(cfg), cwd=tmp_path, env=ENV)
     assert text.returncode == 0, text.stderr
-    assert "key ***, header ***, password ***, token ***" in text.stdout
+    assert "key ***, header ***, password ***, token ***, basic ***" in text.stdout
     (request,) = stub.calls("POST", "/v1/chat/completions")
     assert request.headers["x-gateway-token"] == HEADER_TOKEN, "scrubbing is for output only: the server gets the real values"
     as_json = run_dse("run", str(workflow), "--config", str(cfg), "--json", cwd=tmp_path, env=ENV)

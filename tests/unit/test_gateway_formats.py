@@ -163,6 +163,11 @@ def test_a_gateway_open_to_the_network_needs_keys_and_every_key_it_names(write: 
     assert [s.reveal() for s in keyed.secrets] == ["gw-secret-123456"], "a gateway key is a secret: scrubbed from every output"
     with pytest.raises(InputError, match="GW_OTHER"):
         check_access(keyed, "0.0.0.0")
+    blank = load_config(write("c.yaml", base + "serve:\n  api_keys: ['']\n"), environ={})
+    with pytest.raises(InputError, match="empty key"):
+        check_access(blank, "127.0.0.1")
+    with pytest.raises(InputError, match="api_keys"):
+        load_config(write("d.yaml", base + "serve:\n  api_keys: [' padded ']\n"), environ={})
 
 
 def test_metrics_histograms_are_cumulative_and_overhead_is_the_gateways_own_time() -> None:

@@ -9,6 +9,7 @@ short and scrubbed of the API key, because servers do echo keys back in 401 bodi
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -141,22 +142,26 @@ def _status_in(body: object) -> int:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from `retry-after-ms` (OpenAI), or `Retry-After` as seconds or an HTTP date."""
+    """Seconds to wait, from `retry-after-ms` (OpenAI), or `Retry-After` as seconds or an HTTP date; nonsense (inf, NaN) is no answer."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
-            return max(0.0, float(millis) / 1000)
+            return _seconds(float(millis) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        return _seconds(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return _seconds(when.timestamp() - time.time())
+
+
+def _seconds(value: float) -> float | None:
+    return max(0.0, value) if math.isfinite(value) else None

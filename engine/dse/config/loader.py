@@ -468,12 +468,14 @@ def _budget(raw: Mapping[str, Any] | None) -> Budget | None:
 
 
 def _serve(raw: Mapping[str, Any], missing: Mapping[KeyPath, list[str]]) -> ServeSettings:
-    """`serve:` with its defaults; a key whose `${VAR}` is unset is left out and named in `unset_keys`."""
-    unset = sorted({name for path, names in missing.items() if path[:2] == ("serve", "api_keys") for name in names})
+    """`serve:` with its defaults; a key whose `${VAR}` is unset, or that is empty, is left out and said in `unset_keys`."""
+    unset = sorted({f"{name} is not set" for path, names in missing.items() if path[:2] == ("serve", "api_keys") for name in names})
     unset_at = {path[2] for path in missing if path[:2] == ("serve", "api_keys") and len(path) > 2}
-    keys = tuple(Secret(key) for i, key in enumerate(raw.get("api_keys") or ()) if i not in unset_at and key)
-    given = {k: raw[k] for k in ("host", "port", "directives", "health_interval", "max_body_bytes", "drain_timeout") if k in raw}
-    return ServeSettings(api_keys=keys, unset_keys=tuple(unset), **given)
+    given = list(enumerate(raw.get("api_keys") or ()))
+    unset += [f"serve.api_keys[{i}] is an empty key" for i, key in given if i not in unset_at and not key]
+    keys = tuple(Secret(key) for i, key in given if i not in unset_at and key)
+    settings = {k: raw[k] for k in ("host", "port", "directives", "health_interval", "max_body_bytes", "drain_timeout") if k in raw}
+    return ServeSettings(api_keys=keys, unset_keys=tuple(unset), **settings)
 
 
 def _prices(raw: Mapping[str, Any] | None) -> dict[str, Price]:

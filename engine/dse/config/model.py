@@ -263,8 +263,9 @@ class SelectorConfig:
 class ServeSettings:
     """`serve:`, what `dse serve` binds to and whom it lets in.
 
-    `unset_keys` names the `${VAR}`s of `api_keys` that were not set: `dse serve` refuses to
-    start on them rather than open a gateway with fewer keys than the config says.
+    `unset_keys` says which keys of `api_keys` have no value (a `${VAR}` not set, an empty
+    string): `dse serve` refuses to start on them rather than open a gateway with fewer keys
+    than the config says.
     """
 
     host: str = "127.0.0.1"

@@ -9,6 +9,7 @@ out: scrubbing them would erase ordinary words, and no real credential is that s
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -38,13 +39,20 @@ def secret_values(substituted: Iterable[Substitution], backends: Iterable[Backen
 
 
 def url_secrets(url: str) -> set[str]:
-    """The user, password and query values of a URL, as written and decoded."""
+    """The user, password and query values of a URL, as written and decoded, and the Basic credentials HTTP makes of them.
+
+    A server that echoes the request's `Authorization: Basic ...` header in an error would
+    otherwise hand the password back in base64.
+    """
     try:
         parts = urlsplit(url)
         values = [parts.username or "", parts.password or "", *(v for _, v in parse_qsl(parts.query))]
     except ValueError:
         return set()
-    return {form for value in values if value for form in (value, unquote(value))}
+    found = {form for value in values if value for form in (value, unquote(value))}
+    if parts.password:
+        found.add(base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password)}".encode()).decode())
+    return found
 
 
 def _urls(backend: BackendConfig) -> list[str]:

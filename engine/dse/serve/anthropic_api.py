@@ -26,7 +26,7 @@ _STOP_REASONS = {LENGTH: "max_tokens", "tool_calls": "tool_use"}
 
 def read_messages(body: Mapping[str, Any]) -> ChatCall:
     fields.refuse_unknown(body, _FIELDS, _HARMLESS)
-    model = fields.text(body, "model", required=True)
+    model = fields.model(body)
     max_tokens = fields.integer(body, "max_tokens", 1)
     if max_tokens is None:
         raise invalid("max_tokens is required", "max_tokens")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, Router
 
@@ -23,7 +25,7 @@ from ..spend.control import CURRENT_STEP
 from . import anthropic_api, openai_api
 from .call import ChatCall
 from .gateway import Gateway, Opened
-from .problems import AUTHENTICATION, NOT_FOUND, TOO_LARGE, Problem, invalid
+from .problems import API, AUTHENTICATION, NOT_FOUND, TOO_LARGE, Problem, invalid
 
 OPENAI, ANTHROPIC = "openai", "anthropic"
 _ERROR_BODY = {OPENAI: openai_api.error_body, ANTHROPIC: anthropic_api.error_body}
@@ -44,10 +46,12 @@ def build_app(gateway: Gateway) -> Router:
     clean = gateway.redactor.text
 
     def allowed(request: Request) -> bool:
+        """No keys configured, or one of them in `x-api-key` or as `Authorization: Bearer KEY` (the scheme in any case)."""
         if not keys:
             return True
-        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return any(hmac.compare_digest(given.encode(), key) for key in keys)
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        given = [request.headers.get("x-api-key", ""), token.strip() if scheme.lower() == "bearer" else ""]
+        return any(hmac.compare_digest(value.encode(), key) for value in given if value for key in keys)
 
     def guarded(route: str, protocol: str | None, *, public: bool = False) -> Callable[[Handler], Handler]:
         """Key check, errors in the protocol's own format, and the request counted; `protocol` None: read from headers."""
@@ -64,6 +68,10 @@ def build_app(gateway: Gateway) -> Router:
                 except Problem as problem:
                     metrics.error(problem.kind)
                     response = _problem_response(problem, spoken)
+                except Exception as exc:  # a bug: one line on stderr, and an answer in the client's own format
+                    print(f"dse serve: error: {route}: {clean(f'{type(exc).__name__}: {exc}')}", file=sys.stderr, flush=True)
+                    metrics.error(API)
+                    response = _problem_response(Problem(500, API, "dse serve failed on this request; its stderr says why"), spoken)
                 finally:
                     CURRENT_STEP.reset(token)
                 if not isinstance(response, StreamingResponse):
@@ -140,8 +148,11 @@ def build_app(gateway: Gateway) -> Router:
 
     @guarded("/health", OPENAI, public=True)
     async def health(request: Request) -> Response:
+        """Open to load balancers; the backends and their endpoints only to a client with a key."""
         ready = gateway.health.ready()
-        document = {"status": "ok" if ready else "unavailable", "default_backend": gateway.config.default_backend, "backends": gateway.health.providers()}
+        document: dict[str, Any] = {"status": "ok" if ready else "unavailable"}
+        if allowed(request):
+            document.update(default_backend=gateway.config.default_backend, backends=gateway.health.providers())
         return _json(document, status=200 if ready else 503)
 
     @guarded("/metrics", OPENAI)
@@ -168,18 +179,45 @@ async def _json_body(request: Request, limit: int) -> Mapping[str, Any]:
     if declared.isdigit() and int(declared) > limit:
         raise Problem(413, TOO_LARGE, f"the body is {declared} bytes; this gateway takes at most {limit} (serve.max_body_bytes)")
     parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise Problem(413, TOO_LARGE, f"the body is over {limit} bytes (serve.max_body_bytes)")
-        parts.append(part)
     try:
-        document = json.loads(b"".join(parts))
-    except ValueError as exc:
-        raise invalid(f"the body is not valid JSON: {exc}") from None
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise Problem(413, TOO_LARGE, f"the body is over {limit} bytes (serve.max_body_bytes)")
+            parts.append(part)
+    except ClientDisconnect:
+        raise invalid("the client went away before its request body arrived") from None
+    raw = b"".join(parts)
+    try:
+        document = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise invalid(f"the body is not valid JSON: {exc if isinstance(exc, ValueError) else 'nested too deeply'}") from None
     if not isinstance(document, dict):
         raise invalid("the body must be a JSON object")
+    if b"\\ud" in raw or b"\\uD" in raw:
+        _encodable(document)
     return document
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON, whatever Python's reader allows: no backend could take them."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _encodable(value: Any, where: str = "") -> None:
+    """A lone surrogate (`\\ud800`) is valid JSON text but no UTF-8 a backend can be sent: a 400 naming where it is."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise invalid(f"{where or 'the body'} holds a lone UTF-16 surrogate, which is not text", where or None) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _encodable(key, where)
+            _encodable(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _encodable(item, f"{where}[{i}]")
 
 
 async def _sse(opened: Opened, writer: _Writer, gateway: Gateway, done: Callable[[], None]) -> AsyncIterator[bytes]:
@@ -215,7 +253,10 @@ def _served_headers(target: Any, backend: str | None, endpoint: str | None, atte
         headers["x-dse-fallback"] = f"{target.backend} -> {served}"
     if cached:
         headers["x-dse-cached"] = "true"
-    return {name: value.encode("ascii", "replace").decode() for name, value in headers.items()}
+    return {name: _HEADER_UNSAFE.sub("?", value)[:256] for name, value in headers.items()}
+
+
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
 def _json(document: Any, headers: Mapping[str, str] | None = None, status: int = 200) -> Response:
@@ -223,7 +264,7 @@ def _json(document: Any, headers: Mapping[str, str] | None = None, status: int =
 
 
 def _problem_response(problem: Problem, protocol: str) -> Response:
-    headers = {"retry-after": str(max(1, round(problem.retry_after)))} if problem.retry_after is not None else None
+    headers = {"retry-after": str(max(1, min(round(problem.retry_after), 86400)))} if problem.retry_after is not None else None
     return _json(_ERROR_BODY[protocol](problem), headers, problem.status)
 
 

@@ -6,6 +6,7 @@ Both protocols' readers use these, so a wrong type gets the same 400 whichever A
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,12 +46,20 @@ def text(body: Mapping[str, Any], name: str, where: str = "", *, required: bool 
     return value
 
 
+def model(body: Mapping[str, Any]) -> str:
+    """`model`: a name of at most 256 printable characters, as every name dse serves is."""
+    value = text(body, "model", required=True) or ""
+    if not value.strip() or len(value) > 256 or not value.isprintable():
+        raise invalid("model must be a name of 1 to 256 printable characters; GET /v1/models lists them", "model")
+    return value
+
+
 def number(body: Mapping[str, Any], name: str, low: float, high: float | None = None) -> float | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"{name} must be a number, not {kind_of(value)}", name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid(f"{name} must be a finite number, not {kind_of(value) if not isinstance(value, float) else value}", name)
     if value < low or (high is not None and value > high):
         raise invalid(f"{name} must be between {low} and {high}" if high is not None else f"{name} must be at least {low}", name)
     return float(value)

@@ -18,6 +18,8 @@ from ..routing import Intent, Resolver, Target
 from .problems import NOT_FOUND, Problem
 
 _STEP = "request"
+# `backend:anything` resolves, so what is remembered is bounded: a client cannot fill memory with names.
+_REMEMBERED = 1024
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,13 @@ class ModelNames:
         """The target for `name`; `text` (the client's last message, when directives are on) may retarget it."""
         if text is None and name in self._known:
             return self._known[name]
+        if name.endswith(":"):
+            raise self._unknown(name, "it names a backend but no model after the colon")
         try:
             resolved = self._resolver.resolve(self._intent(name, text or "")).target
         except InputError as exc:
             raise self._unknown(name, exc.message.removeprefix(f"step {_STEP!r}: ")) from None
-        if text is None:
+        if text is None and len(self._known) < _REMEMBERED:
             self._known[name] = resolved
         return resolved
 

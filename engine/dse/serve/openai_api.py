@@ -34,7 +34,7 @@ _EMBED_FIELDS = ("model", "input", "encoding_format")
 
 def read_chat(body: Mapping[str, Any]) -> ChatCall:
     fields.refuse_unknown(body, _CHAT_FIELDS, _CHAT_HARMLESS)
-    model = fields.text(body, "model", required=True)
+    model = fields.model(body)
     messages = tuple(_message(item, at) for at, item in fields.objects(body.get("messages"), "messages", required=True))
     stream = fields.flag(body, "stream")
     stream_options = body.get("stream_options")
@@ -142,7 +142,7 @@ def _response_format(raw: Any) -> JsonOutput | None:
 def read_embeddings(body: Mapping[str, Any]) -> tuple[str, list[str], bool]:
     """The model, the texts, and whether the client asked for base64 vectors."""
     fields.refuse_unknown(body, _EMBED_FIELDS, {"user": None})
-    model = fields.text(body, "model", required=True)
+    model = fields.model(body)
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -215,7 +215,7 @@ class ChatStream:
     @staticmethod
     def failure(problem: Problem) -> bytes:
         """A failure after the stream began: the status line is gone, so the error travels as an event."""
-        return b"data: " + json.dumps(error_body(problem)).encode() + b"\n\n"
+        return b"data: " + json.dumps(error_body(problem), separators=(",", ":")).encode() + b"\n\n"
 
 
 def embeddings_answer(vectors: Sequence[Sequence[float]], model: str, prompt_tokens: int, as_base64: bool) -> dict[str, Any]:

@@ -83,7 +83,8 @@ def from_error(error: DseError) -> Problem:
     message = str(error) + _tried(getattr(error, "attempts", ()))
     for kind_of, status, kind, code in _TABLE:
         if isinstance(error, kind_of):
-            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            # A backend that rate-limits without saying for how long still gets its clients told to wait.
+            retry_after = (error.retry_after or 1.0) if isinstance(error, RateLimited) else None
             return Problem(status, kind, message, code=code, retry_after=retry_after)
     return Problem(500, API, message)
 

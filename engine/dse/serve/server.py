@@ -52,7 +52,7 @@ def check_access(config: Config, host: str) -> None:
     serve = config.serve
     if serve.unset_keys:
         raise InputError(
-            f"serve.api_keys uses {', '.join(serve.unset_keys)}, which is not set",
+            f"serve.api_keys cannot be used: {'; '.join(serve.unset_keys)}",
             hint="set it (or remove that key from serve.api_keys); dse serve does not start with fewer keys than the config names",
         )
     if not serve.api_keys and not _loopback(host):
