@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 from gateway import ServedGateway
@@ -275,3 +277,22 @@ def test_an_openai_client_gets_tool_calls_from_an_anthropic_backend(gateway: Ser
     assert finish == "tool_calls"
     (sent,) = claude.calls("POST", "/v1/messages")
     assert sent.json["tools"] == [{"name": "get_weather", "description": "Weather now", "input_schema": WEATHER_SCHEMA}]
+
+
+def test_a_stream_still_open_when_the_drain_runs_out_ends_with_an_error_event_not_a_cut(tmp_path: Path) -> None:
+    """SIGTERM with `drain_timeout: 2` while a slow stream runs: the client reads an error it can act on, then the end."""
+    with StubServer() as backend:
+        healthy(backend)
+        backend.route("POST", CHAT, openai_stream([f"word{i} " for i in range(200)], chunk_delay=0.05))
+        config = f"llm:\n  backend: main\n  main: {{type: llamacpp, base_url: '{backend.url}', models: {{generator: m}}}}\n"
+        with served(config + serve_block(drain_timeout=2), tmp_path) as gateway:
+            body = {"model": "generator", "messages": USER, "stream": True}
+            with httpx.Client(base_url=gateway.url, timeout=60) as client, client.stream("POST", CHAT, json=body) as response:
+                lines = response.iter_lines()
+                first = next(line for line in lines if line.startswith("data: "))
+                gateway.terminate()
+                rest = [line for line in lines if line.startswith("data: ")]
+            assert gateway.wait() == 0
+    assert first and any("word1" in line for line in rest) and "[DONE]" not in rest[-1]
+    error = json.loads(rest[-1].removeprefix("data: "))["error"]
+    assert error["type"] == "overloaded_error" and "shutting down" in error["message"]

@@ -25,7 +25,7 @@ from ..spend.control import CURRENT_STEP
 from . import anthropic_api, openai_api
 from .call import ChatCall
 from .gateway import Gateway, Opened
-from .problems import API, AUTHENTICATION, NOT_FOUND, TOO_LARGE, Problem, invalid
+from .problems import API, AUTHENTICATION, NOT_FOUND, OVERLOADED, TOO_LARGE, Problem, invalid
 
 OPENAI, ANTHROPIC = "openai", "anthropic"
 _ERROR_BODY = {OPENAI: openai_api.error_body, ANTHROPIC: anthropic_api.error_body}
@@ -221,13 +221,21 @@ def _encodable(value: Any, where: str = "") -> None:
 
 
 async def _sse(opened: Opened, writer: _Writer, gateway: Gateway, done: Callable[[], None]) -> AsyncIterator[bytes]:
-    """The stream's events as they come; a failure after the first chunk is one error event, then the end."""
+    """The stream's events as they come; a failure after the first chunk is one error event, then the end.
+
+    So is a stream still open when the server's drain is about to end: it stops with an error
+    the client can read, instead of a connection cut mid-answer.
+    """
     try:
         for event in writer.events(opened.first):
             yield event
         async for chunk in opened.rest:
             for event in writer.events(chunk):
                 yield event
+            if time.monotonic() > gateway.streams_end_by:
+                gateway.metrics.error(OVERLOADED)
+                yield writer.failure(Problem(503, OVERLOADED, "dse serve is shutting down and its drain time is up; send the request again"))
+                return
     except DseError as exc:
         problem = gateway.problem(exc)
         gateway.metrics.error(problem.kind)

@@ -8,6 +8,7 @@ the usage ledger exactly as a step's call is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -46,6 +47,8 @@ class Gateway:
         self.health = health
         self.metrics = metrics
         self.names = ModelNames(config, router.resolver)
+        self.streams_end_by = math.inf
+        """Monotonic time by which open streams must end: set when the server begins to drain."""
 
     def target(self, call: ChatCall, directives: bool) -> Target:
         """The call's target: its model name resolved, its temperature and max_tokens laid over the config's.

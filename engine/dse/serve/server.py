@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from ..config.model import Config
 from ..benchmark import measured_speeds
@@ -74,15 +75,26 @@ def require_stack() -> None:
         ) from None
 
 
-def _stack_server() -> type:
+# Streams still open this long before the drain ends are closed with an error event of their own,
+# so that none is cut off mid-answer when Uvicorn cancels what is left.
+_CLOSING_MARGIN = 1.0
+
+
+def _stack_server(gateway: Gateway, drain: float) -> type:
     import uvicorn
 
     class Server(uvicorn.Server):
         """Uvicorn's server, draining on SIGTERM and SIGINT without raising the signal again afterwards.
 
         Uvicorn re-raises a signal it caught once it has shut down; here the caller still has
-        managed servers to stop, so the shutdown ends in a normal return instead.
+        managed servers to stop, so the shutdown ends in a normal return instead. The first
+        signal also tells the gateway when open streams must end.
         """
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not self.should_exit:
+                gateway.streams_end_by = time.monotonic() + max(drain - _CLOSING_MARGIN, 0.0)
+            super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -129,7 +141,7 @@ async def serve(config: Config, host: str, port: int, state_dir: Path, announce:
             timeout_graceful_shutdown=config.serve.drain_timeout,
             http="httptools" if _has("httptools") else "h11",
         )
-        server = _stack_server()(stack)
+        server = _stack_server(gateway, config.serve.drain_timeout)(stack)
         shown = f"[{host}]" if ":" in host else host
         announce(Listening(f"http://{shown}:{bound}", usable, len(config.serve.api_keys), not config.serve.api_keys))
         await server.serve(sockets=[listener])
