@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway import ServedGateway
-from stubs import StubServer, openai_chat
+from stubs import StubServer, openai_chat, openai_stream
 
 CONFIG = """\
 llm:
@@ -56,3 +56,15 @@ def test_each_call_is_a_ledger_row_the_cache_answers_repeats_and_the_budget_refu
     assert [(r[0], r[1], r[2]) for r in rows] == [("gateway /v1/chat/completions", "openai", "gpt-4o")] * len(rows)
     assert rows[0][4] == 0 and rows[0][5] == pytest.approx(0.010025) and rows[1][4] == 1
     assert "sk-stub-key-0123456789" not in gateway.stderr()
+
+
+def test_a_stream_whose_server_never_says_its_usage_costs_unknown_not_nothing(stub: StubServer, tmp_path: Path) -> None:
+    stub.route("POST", "/v1/chat/completions", openai_stream(["Hel", "lo"], usage=None))
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(url=stub.url).replace("    budget: {per_day: 0.005}\n", ""))
+    with ServedGateway(config, tmp_path / "state") as gateway, httpx.Client(base_url=gateway.url, timeout=60) as client:
+        streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert streamed.status_code == 200 and "Hel" in streamed.text
+    with sqlite3.connect(tmp_path / "state" / "usage.db") as db:
+        [(outcome, cost)] = db.execute("SELECT outcome, cost FROM calls").fetchall()
+    assert (outcome, cost) == ("ok", None), "gpt-4o is not free: an answer of unknown size has an unknown price"

@@ -179,8 +179,11 @@ class SpendControl:
         if ticket.settled:
             return ticket.cost
         ticket.settled = True
+        # An answer whose server never said what it used (a stream without usage) cost something
+        # unknown on a paid model, not nothing; a failed call that reported nothing is billed nothing.
+        said = usage is not None or error is not None or _free(ticket.price)
         usage = usage or Usage()
-        ticket.cost = prices.cost(ticket.price, usage)
+        ticket.cost = prices.cost(ticket.price, usage) if said else None
         if self.ledger is None:
             return ticket.cost
         ended = Ended(
@@ -225,3 +228,7 @@ def _budget_hint(backend: BackendConfig, model: str, worst: float | None) -> str
             f", at the top level or under llm.{backend.name}"
         )
     return "raise the limit in the config, lower max_tokens, or use a cheaper model"
+
+
+def _free(price: Price | None) -> bool:
+    return price is not None and price.input == 0 and price.output == 0
