@@ -23,7 +23,7 @@ from .backends import EmbedResponse
 from .redact import Redactor
 from .routing import Resolver, Target
 from .routing.notes import Note, NoteSink
-from .spend import Confirm, SpendPlan, SpendSession
+from .spend import Confirm, SpendPlan, SpendSession, accounted
 from .spend.control import CURRENT_STEP
 from .runners import InProcessRunner, StepRunner, check_cluster
 from .workflow import Plan, RunResult, Scheduler, Workflow, bind_inputs, build_plan
@@ -280,4 +280,5 @@ async def embed(
     _check_state_dir(state_dir)
     async with Engine(config, state_dir=state_dir) as engine:
         await engine.start([target.backend])
-        return target, await engine.router.embed(target, texts)
+        with accounted(engine.router, config, state_dir, "embed"):
+            return target, await engine.router.embed(target, texts)

@@ -8,6 +8,7 @@ The fixture (tests/fixtures/dise_guide_layout/config.yaml) uses every DiSE tool 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,9 @@ def test_the_embeddings_section_chooses_the_backend_model_and_size(stub: StubSer
     assert result.returncode == 0, result.stderr
     (request,) = stub.calls("POST", "/v1/embeddings")
     assert request.json["model"] == "text-embedding-3-small" and request.json["dimensions"] == 3
+    with sqlite3.connect(tmp_path / ".dse" / "usage.db") as db:
+        [(step, backend, tokens)] = db.execute("SELECT step_id, backend, input_tokens FROM calls").fetchall()
+    assert (step, backend, tokens) == ("embed", "openai", 2), "an embedding of a paid API is in the usage ledger"
     stub.route("POST", "/v1/embeddings", Reply(json={**vectors, "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]}))
     wrong = run_dse("embed", "hello", "--config", str(FIXTURE), cwd=tmp_path, env=keyed)
     assert wrong.returncode == 1 and "returned vectors of 2 dimensions; the config says 3" in wrong.stderr

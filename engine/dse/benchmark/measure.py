@@ -22,8 +22,7 @@ from ..config.model import Config
 from ..engine import Engine
 from ..errors import DseError, InputError
 from ..routing import Intent, Resolver, Router, Target
-from ..spend import SpendPlan, SpendSession
-from ..spend.control import CURRENT_STEP
+from ..spend import accounted
 from .results import Measurement
 
 PROMPTS = (
@@ -101,15 +100,9 @@ async def run_bench(config: Config, targets: Sequence[BenchTarget], *, runs: int
     Every call is a row of the usage ledger (run `bench-TIME`, step `bench`) and within the
     config's budgets and rate limits: a benchmark of a paid API costs what any call costs.
     """
-    session = SpendSession(SpendPlan(str(state_dir), run_id=f"bench-{time.strftime('%Y%m%d-%H%M%S')}"), config)
-    step = CURRENT_STEP.set("bench")
-    try:
-        async with Engine(config, state_dir=state_dir) as engine:
-            engine.router.spend = session.control
+    async with Engine(config, state_dir=state_dir) as engine:
+        with accounted(engine.router, config, state_dir, "bench"):
             return await _measure_all(engine, targets, runs, progress)
-    finally:
-        CURRENT_STEP.reset(step)
-        session.close()
 
 
 async def _measure_all(engine: Engine, targets: Sequence[BenchTarget], runs: int, progress: Progress) -> list[Measurement]:

@@ -4,7 +4,7 @@ from .cache import CachedCaller, CacheStats, ResponseCache
 from .control import CURRENT_STEP, Confirm, SpendControl, Ticket
 from .ledger import UsageLedger
 from .prices import price_of
-from .session import SpendPlan, SpendSession
+from .session import SpendPlan, SpendSession, accounted
 
 __all__ = [
     "CURRENT_STEP",
@@ -17,5 +17,6 @@ __all__ = [
     "SpendSession",
     "Ticket",
     "UsageLedger",
+    "accounted",
     "price_of",
 ]

@@ -7,7 +7,9 @@ directory, which a cluster's workers must share, as `local:N` workers on this ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from ..redact import Redactor
 from ..routing import Router, Target
 from ..workflow.steps.base import ChatCaller
 from . import cache, ledger
-from .control import Confirm, SpendControl
+from .control import CURRENT_STEP, Confirm, SpendControl
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,20 @@ class SpendSession:
         finally:
             self.ledger.close()
 
+
+@contextlib.contextmanager
+def accounted(router: Router, config: Config, state_dir: Path, command: str) -> Iterator[SpendSession]:
+    """The router's calls for one command that is no workflow run (`dse bench`, `dse embed`) in the ledger and under the limits.
+
+    They are recorded as run `COMMAND-TIME`, step `COMMAND`: a benchmark or an embedding of a
+    paid API costs what any call costs, and `dse usage --by run` shows it.
+    """
+    session = SpendSession(SpendPlan(str(state_dir), run_id=f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"), config)
+    step = CURRENT_STEP.set(command)
+    router.spend = session.control
+    try:
+        yield session
+    finally:
+        router.spend = None
+        CURRENT_STEP.reset(step)
+        session.close()
