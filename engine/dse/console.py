@@ -315,8 +315,11 @@ def plan_tools(plan: Plan) -> dict[str, dict[str, Any]]:
     return tools
 
 
-def plan_text(plan: Plan, *, verbose: bool = False, found: Preflight | None = None) -> str:
-    """The plan as a table; with `found`, each step's fallback chain and what is unavailable now (a probed endpoint that is down is marked so)."""
+def plan_text(plan: Plan, *, verbose: bool = False, found: Preflight | None = None, profile: str | None = None) -> str:
+    """The plan as a table; with `found`, each step's fallback chain and what is unavailable now (a probed endpoint that is down is marked so).
+
+    The config's profile, when one is merged over it, heads the table: it changes where steps go.
+    """
     rows = plan_rows(plan, found)
 
     def endpoints(row: dict[str, Any]) -> str | None:
@@ -327,6 +330,8 @@ def plan_text(plan: Plan, *, verbose: bool = False, found: Preflight | None = No
     shown = [{**r, "tool": r["tool"] or ("(run)" if r["kind"] == "run" else None), "endpoints": endpoints(r)} for r in rows]
     workflow = plan.workflow
     out = [f"workflow {workflow.name}" + (f": {workflow.description}" if workflow.description else "")]
+    if profile is not None:
+        out.append(f"  config profile {profile}")
     for spec in workflow.inputs.values():
         default = f", default {spec.default!r}" if spec.default is not None else (", required" if spec.required else "")
         out.append(f"  input {spec.name} ({spec.type}{default})" + (f" - {spec.description}" if spec.description else ""))

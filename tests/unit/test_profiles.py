@@ -243,6 +243,10 @@ def test_plan_with_a_profile_uses_the_profiles_backend(capsys, write) -> None:
 
     assert backends() == {("ollama", "tinyllama"), ("ollama", "llama3")}
     assert backends("--profile", "prod") == {("openai", "gpt-4o")}
+    code, out, _ = cli(capsys, "plan", REVIEW, "--config", str(path), "--profile", "prod")
+    assert code == 0 and "  config profile prod" in out.splitlines()[:3], "the table says the profile that placed its steps"
+    code, out, _ = cli(capsys, "plan", REVIEW, "--config", str(path), "--json")
+    assert json.loads(out)["profile"] is None
 
 
 def test_the_shipped_environments_example_is_ollama_in_dev_and_openai_in_prod() -> None:

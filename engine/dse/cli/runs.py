@@ -153,6 +153,7 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "workflow": prepared.workflow.name,
+            "profile": prepared.config.profile,
             "steps": console.plan_rows(prepared.plan, found),
             "tools": console.plan_tools(prepared.plan),
             "checked": found.checked,
@@ -161,7 +162,7 @@ def _plan(args: argparse.Namespace) -> int:
         }, indent=2))
     else:
         _print_warnings([*prepared.config.warnings, *prepared.plan.warnings])
-        print(console.plan_text(prepared.plan, verbose=args.why, found=found))
+        print(console.plan_text(prepared.plan, verbose=args.why, found=found, profile=prepared.config.profile))
     return 1 if args.check and found.stranded() else 0
 
 
