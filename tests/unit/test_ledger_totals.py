@@ -7,6 +7,7 @@ cost, an unknown price nothing, and a cached answer neither spend nor a call.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,11 +63,12 @@ steps = st.lists(
 
 
 def summed(ledger: UsageLedger, column: str, value: str, backend: str | None) -> Spent:
-    """What the rows themselves say, counted the way a budget counts them."""
+    """What the rows themselves say, counted the way a budget counts them: an ended call of unknown cost counts its worst case."""
     rows = [
         r for r in ledger.rows() if r[column] == value and not r["from_cache"] and backend in (None, r["backend"])
     ]
-    return Spent(sum((r["reserved"] if r["outcome"] == PENDING else r["cost"]) or 0.0 for r in rows), len(rows))
+    counted = (r["reserved"] if r["outcome"] == PENDING else r["cost"] if r["cost"] is not None else r["reserved"] for r in rows)
+    return Spent(sum(usd or 0.0 for usd in counted), len(rows))
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,3 +87,27 @@ def test_spent_is_what_the_rows_add_up_to_after_any_writes(writes: list[Step]) -
                     assert got.calls == want.calls and abs(got.usd - want.usd) < 1e-9, (column, value, backend, got, want)
         finally:
             ledger.close()
+
+
+def test_an_answer_of_unknown_cost_holds_its_worst_case_against_a_budget(tmp_path: Path) -> None:
+    """Counting it as nothing would let a server that never reports usage spend past any budget."""
+    ledger = UsageLedger(tmp_path / "usage.db")
+    try:
+        row = ledger.begin(run_id="a", step_id=None, backend="x", model="m", reserved=0.5, rate_wait=0.0)
+        ledger.settle(row, Ended("e", OK, None, 0, 0, 0, 0.1, None))
+        assert ledger.spent(run_id="a").usd == 0.5
+    finally:
+        ledger.close()
+
+
+def test_a_ledger_written_by_an_older_dse_gets_this_versions_triggers(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    UsageLedger(path).close()
+    with sqlite3.connect(path) as db:  # what an older dse left: its own trigger, counting every row twice
+        db.execute("CREATE TRIGGER calls_added AFTER INSERT ON calls BEGIN UPDATE totals SET usd = usd * 2; END")
+    ledger = UsageLedger(path)
+    try:
+        names = {name for (name,) in ledger._run("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()}
+        assert names == {"calls_added_2", "calls_settled_2", "calls_removed_2"}
+    finally:
+        ledger.close()

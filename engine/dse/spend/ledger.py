@@ -58,8 +58,8 @@ PENDING, OK, FAILED, INTERRUPTED = "pending", "ok", "failed", "interrupted"
 
 
 def _counted(row: str) -> str:
-    """What a row counts against a budget: a call in flight its worst case, an ended one its cost (unknown: nothing)."""
-    return f"COALESCE(CASE WHEN {row}.outcome = '{PENDING}' THEN {row}.reserved ELSE {row}.cost END, 0)"
+    """What a row counts against a budget: a call in flight its worst case, an ended one its cost, or its worst case while that is unknown."""
+    return f"COALESCE(CASE WHEN {row}.outcome = '{PENDING}' THEN {row}.reserved ELSE COALESCE({row}.cost, {row}.reserved) END, 0)"
 
 
 def _add(row: str, usd: str, calls: str) -> str:
@@ -71,13 +71,20 @@ def _add(row: str, usd: str, calls: str) -> str:
     ON CONFLICT (scope, backend) DO UPDATE SET usd = usd + excluded.usd, calls = calls + excluded.calls;"""
 
 
+# The triggers carry a version: a ledger written by an older dse gets this version's in place of
+# its own, in one transaction, so no row is written between the two without one.
 _TOTALS = f"""
-CREATE TRIGGER IF NOT EXISTS calls_added AFTER INSERT ON calls WHEN NOT NEW.from_cache
+BEGIN IMMEDIATE;
+DROP TRIGGER IF EXISTS calls_added;
+DROP TRIGGER IF EXISTS calls_settled;
+DROP TRIGGER IF EXISTS calls_removed;
+CREATE TRIGGER IF NOT EXISTS calls_added_2 AFTER INSERT ON calls WHEN NOT NEW.from_cache
 BEGIN {_add("NEW", _counted("NEW"), "1")} END;
-CREATE TRIGGER IF NOT EXISTS calls_settled AFTER UPDATE OF outcome, cost, reserved ON calls WHEN NOT NEW.from_cache
+CREATE TRIGGER IF NOT EXISTS calls_settled_2 AFTER UPDATE OF outcome, cost, reserved ON calls WHEN NOT NEW.from_cache
 BEGIN {_add("NEW", f"{_counted('NEW')} - {_counted('OLD')}", "0")} END;
-CREATE TRIGGER IF NOT EXISTS calls_removed AFTER DELETE ON calls WHEN NOT OLD.from_cache
+CREATE TRIGGER IF NOT EXISTS calls_removed_2 AFTER DELETE ON calls WHEN NOT OLD.from_cache
 BEGIN {_add("OLD", f"-{_counted('OLD')}", "-1")} END;
+COMMIT;
 """
 """Spend per run and per day for each backend, kept by SQLite in the statement that writes a row.
 
