@@ -14,7 +14,7 @@ import ipaddress
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -144,23 +144,25 @@ async def serve(config: Config, host: str, port: int, state_dir: Path, announce:
         server = _stack_server(gateway, config.serve.drain_timeout)(stack)
         shown = f"[{host}]" if ":" in host else host
         announce(Listening(f"http://{shown}:{bound}", usable, len(config.serve.api_keys), not config.serve.api_keys))
-        await server.serve(sockets=[listener])
+        try:
+            await server.serve(sockets=[listener])
+        finally:
+            await _settled(server.server_state.tasks)
     finally:
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await _settled()
         if session is not None:
             session.close()
         await engine.aclose()
 
 
-async def _settled() -> None:
+async def _settled(requests: Iterable[asyncio.Task[None]]) -> None:
     """Let requests that outlived the drain (cancelled by Uvicorn) end, so each settles its ledger row before the ledger closes."""
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    if others:
-        await asyncio.wait(others, timeout=10)
+    left = [task for task in requests if not task.done()]
+    if left:
+        await asyncio.wait(left, timeout=10)
 
 
 def _caches(config: Config) -> bool:
