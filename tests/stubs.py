@@ -357,6 +357,21 @@ def anthropic_message(
     )
 
 
+def _anthropic_start(model: str, input_tokens: int) -> tuple[str, dict[str, Any]]:
+    """The `message_start` event every Messages stream opens with: an empty message, its input tokens counted."""
+    message = {
+        "id": "msg_stub",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+    return ("message_start", {"type": "message_start", "message": message})
+
+
 def anthropic_stream(
     pieces: Sequence[str],
     *,
@@ -368,18 +383,8 @@ def anthropic_stream(
     chunk_delay: float = 0.0,
 ) -> Reply:
     """The Messages event stream: message_start, one text block of deltas, message_delta, message_stop."""
-    message = {
-        "id": "msg_stub",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage[0], "output_tokens": 1},
-    }
     events: list[Any] = [
-        ("message_start", {"type": "message_start", "message": message}),
+        _anthropic_start(model, usage[0]),
         (
             "content_block_start",
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -513,17 +518,7 @@ def anthropic_tool_stream(
     """The Messages event stream of a tool-calling answer: a text block of `text` pieces where given,
     then per call a `tool_use` block start (id, name, empty input), `input_json_delta` pieces (the
     first empty, as Anthropic sends it) and its stop; then `message_delta` with `tool_use`, `message_stop`."""
-    message = {
-        "id": "msg_stub",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage[0], "output_tokens": 1},
-    }
-    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+    events: list[Any] = [_anthropic_start(model, usage[0]), ("ping", {"type": "ping"})]
     blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if text:
         blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": piece} for piece in text]))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from dse.backends.types import ChatResponse, Message, StreamChunk, ToolCall, Usage
+from dse.backends.types import ChatResponse, StreamChunk, ToolCall, Usage
 from dse.config import load_config
 from dse.errors import InputError
 from dse.routing import Resolver

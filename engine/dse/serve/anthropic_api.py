@@ -50,25 +50,7 @@ def read_messages(body: Mapping[str, Any]) -> ChatCall:
 
 
 def _system(raw: Any) -> list[Message]:
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        return [Message("system", raw)]
-    return [Message("system", _text_blocks(raw, "system"))]
-
-
-def _text_blocks(raw: Any, where: str) -> str:
-    if isinstance(raw, str):
-        return raw
-    if not isinstance(raw, list):
-        raise invalid(f"{where} must be a string or an array of text blocks, not {fields.kind_of(raw)}", where)
-    texts = []
-    for i, block in enumerate(raw):
-        block = fields.obj(block, f"{where}[{i}]")
-        if block.get("type") != "text":
-            raise invalid(f"{where}[{i}]: blocks of type {block.get('type')!r} are not supported here; only text", f"{where}[{i}].type")
-        texts.append(fields.text(block, "text", f"{where}[{i}].", required=True) or "")
-    return "".join(texts)
+    return [] if raw is None else [Message("system", fields.text_parts(raw, "system", "text blocks"))]
 
 
 def _turns(item: Mapping[str, Any], where: str) -> list[Message]:
@@ -95,7 +77,7 @@ def _turns(item: Mapping[str, Any], where: str) -> list[Message]:
             calls.append(ToolCall(fields.text(block, "id", f"{at}.", required=True) or "", fields.text(block, "name", f"{at}.", required=True) or "", json.dumps(arguments)))
         elif kind == "tool_result" and role == "user":
             answer = block.get("content", "")
-            results.append(Message("tool", _text_blocks(answer, f"{at}.content"), tool_call_id=fields.text(block, "tool_use_id", f"{at}.", required=True)))
+            results.append(Message("tool", fields.text_parts(answer, f"{at}.content", "text blocks"), tool_call_id=fields.text(block, "tool_use_id", f"{at}.", required=True)))
         else:
             raise invalid(f"{at}: blocks of type {kind!r} are not supported in a {role} message", f"{at}.type")
     text = "".join(texts)

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, Protocol
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, Router
 
 from ..backends.types import StreamChunk
 from ..errors import DseError
+from ..routing import Target
 from ..spend.control import CURRENT_STEP
 from . import anthropic_api, openai_api
 from .call import ChatCall
@@ -247,7 +248,7 @@ async def _sse(opened: Opened, writer: _Writer, gateway: Gateway, done: Callable
         done()
 
 
-def _served_headers(target: Any, backend: str | None, endpoint: str | None, attempts: int, cached: bool, clean: Callable[[str], str]) -> dict[str, str]:
+def _served_headers(target: Target, backend: str | None, endpoint: str | None, attempts: int, cached: bool, clean: Callable[[str], str]) -> dict[str, str]:
     """`x-dse-*`: what served the call, where, after how many tries, and any fallback."""
     served = backend or target.backend
     headers = {

@@ -34,6 +34,20 @@ def objects(raw: Any, where: str, *, required: bool = False) -> list[tuple[str, 
     return [(f"{where}[{i}]", obj(item, f"{where}[{i}]")) for i, item in enumerate(raw)]
 
 
+def text_parts(raw: Any, where: str, what: str) -> str:
+    """A string, or an array of `{type: text, text}` `what` joined: content as both protocols write it; any other kind is refused by name."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list):
+        raise invalid(f"{where} must be a string or an array of {what}, not {kind_of(raw)}", where)
+    texts = []
+    for at, part in objects(raw, where):
+        if part.get("type") != "text":
+            raise invalid(f"{at}: {what} of type {part.get('type')!r} are not supported here; only text", f"{at}.type")
+        texts.append(text(part, "text", f"{at}.", required=True) or "")
+    return "".join(texts)
+
+
 def text(body: Mapping[str, Any], name: str, where: str = "", *, required: bool = False) -> str | None:
     value = body.get(name)
     path = where + name

@@ -65,25 +65,11 @@ def _message(item: Mapping[str, Any], where: str) -> Message:
     role = fields.text(item, "role", f"{where}.", required=True)
     if role not in ROLES:
         raise invalid(f"{where}.role must be one of {', '.join(sorted(ROLES))}, not {role!r}", f"{where}.role")
-    content = _content(item.get("content"), f"{where}.content")
+    raw = item.get("content")  # null: an assistant turn that only calls tools
+    content = "" if raw is None else fields.text_parts(raw, f"{where}.content", "content parts")
     calls = _tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else ()
     call_id = fields.text(item, "tool_call_id", f"{where}.", required=role == "tool")
     return Message("system" if role == "developer" else str(role), content, calls, call_id)
-
-
-def _content(raw: Any, where: str) -> str:
-    """A string, null (an assistant turn that only calls tools), or text parts; other parts are refused."""
-    if raw is None or isinstance(raw, str):
-        return raw or ""
-    if not isinstance(raw, list):
-        raise invalid(f"{where} must be a string or an array of content parts, not {fields.kind_of(raw)}", where)
-    texts = []
-    for i, part in enumerate(raw):
-        part = fields.obj(part, f"{where}[{i}]")
-        if part.get("type") != "text":
-            raise invalid(f"{where}[{i}]: content parts of type {part.get('type')!r} are not supported; only text", f"{where}[{i}].type")
-        texts.append(fields.text(part, "text", f"{where}[{i}].", required=True) or "")
-    return "".join(texts)
 
 
 def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:

@@ -1,9 +1,9 @@
 """Running the gateway: check who may connect, start the managed backends, serve, drain on SIGTERM, stop everything.
 
-Uvicorn serves the Starlette app on this process's event loop (uvloop where installed),
-beside the engine, so a request reaches the router without crossing a thread. On SIGTERM or
-Ctrl-C the listening socket closes, requests in flight finish (up to `serve.drain_timeout`),
-then the managed llama.cpp servers are stopped.
+Uvicorn serves the Starlette routes on this process's event loop (uvloop where installed;
+Uvicorn picks httptools itself where installed), beside the engine, so a request reaches the
+router without crossing a thread. On SIGTERM or Ctrl-C the listening socket closes, requests
+in flight finish (up to `serve.drain_timeout`), then the managed llama.cpp servers are stopped.
 """
 
 from __future__ import annotations
@@ -139,7 +139,6 @@ async def serve(config: Config, host: str, port: int, state_dir: Path, announce:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=config.serve.drain_timeout,
-            http="httptools" if _has("httptools") else "h11",
         )
         server = _stack_server(gateway, config.serve.drain_timeout)(stack)
         shown = f"[{host}]" if ":" in host else host
@@ -169,12 +168,6 @@ def _caches(config: Config) -> bool:
     """Whether any level of the config turns the response cache on, so its file is opened only then."""
     levels = [config.cache, *(b.cache for b in config.backends.values()), *(t.cache for t in config.tools.values())]
     return any(level and level.get("mode", "off") != "off" for level in levels)
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def run(config: Config, host: str, port: int, state_dir: Path, announce: Callable[[Listening], None]) -> None:
