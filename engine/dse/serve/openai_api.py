@@ -170,6 +170,11 @@ def chat_answer(response: ChatResponse, model: str) -> dict[str, Any]:
     }
 
 
+def _data(document: Mapping[str, Any]) -> bytes:
+    """One server-sent event of JSON, compact, as OpenAI writes them."""
+    return b"data: " + json.dumps(document, separators=(",", ":")).encode() + b"\n\n"
+
+
 class ChatStream:
     """Turns the engine's chunks into `chat.completion.chunk` server-sent events, ending with `[DONE]`."""
 
@@ -179,8 +184,7 @@ class ChatStream:
         self._started = False
 
     def _event(self, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-        chunk = {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        return _data({**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
 
     def events(self, chunk: StreamChunk) -> Iterator[bytes]:
         if not self._started:
@@ -194,14 +198,13 @@ class ChatStream:
             yield self._event({"tool_calls": _calls(chunk.tool_calls, indexed=True)})
         yield self._event({}, _finish(chunk.finish_reason, chunk.tool_calls))
         if self._include_usage:
-            usage = {**self._base, "choices": [], "usage": _usage(chunk.usage or Usage())}
-            yield b"data: " + json.dumps(usage, separators=(",", ":")).encode() + b"\n\n"
+            yield _data({**self._base, "choices": [], "usage": _usage(chunk.usage or Usage())})
         yield b"data: [DONE]\n\n"
 
     @staticmethod
     def failure(problem: Problem) -> bytes:
         """A failure after the stream began: the status line is gone, so the error travels as an event."""
-        return b"data: " + json.dumps(error_body(problem), separators=(",", ":")).encode() + b"\n\n"
+        return _data(error_body(problem))
 
 
 def embeddings_answer(vectors: Sequence[Sequence[float]], model: str, prompt_tokens: int, as_base64: bool) -> dict[str, Any]:
