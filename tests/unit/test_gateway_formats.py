@@ -161,6 +161,8 @@ def test_a_gateway_open_to_the_network_needs_keys_and_every_key_it_names(write: 
         check_access(open_config, "0.0.0.0")
     keyed = load_config(write("b.yaml", base + "serve:\n  api_keys: ['${GW_KEY}', '${GW_OTHER}']\n"), environ={"GW_KEY": "gw-secret-123456"})
     assert [s.reveal() for s in keyed.secrets] == ["gw-secret-123456"], "a gateway key is a secret: scrubbed from every output"
+    short = load_config(write("s.yaml", base + "serve:\n  api_keys: ['a']\n"), environ={})
+    assert not short.secrets, "a key shorter than any credential is not scrubbed, or every letter a of every output would be"
     with pytest.raises(InputError, match="GW_OTHER"):
         check_access(keyed, "0.0.0.0")
     blank = load_config(write("c.yaml", base + "serve:\n  api_keys: ['']\n"), environ={})

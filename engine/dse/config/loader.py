@@ -136,8 +136,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     except InputError as exc:
         raise _without(exc, {s.value for s in expansion.substituted}) from None
     config = _build(source, expansion.data, expansion.missing, env)
-    secrets = secret_values(expansion.substituted, [*config.backends.values(), *config.implicit.values()])
-    secrets |= {key.reveal() for key in config.serve.api_keys}
+    keys = [key.reveal() for key in config.serve.api_keys]
+    secrets = secret_values(expansion.substituted, [*config.backends.values(), *config.implicit.values()], keys)
     redact.remember(secrets)
     warnings = (notice, *config.warnings) if notice else config.warnings
     return replace(

@@ -22,8 +22,9 @@ MIN_LENGTH = 8
 _SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.I)
 
 
-def secret_values(substituted: Iterable[Substitution], backends: Iterable[BackendConfig]) -> frozenset[str]:
-    found: set[str] = set()
+def secret_values(substituted: Iterable[Substitution], backends: Iterable[BackendConfig], keys: Iterable[str] = ()) -> frozenset[str]:
+    """`keys` are the gateway's own (`serve.api_keys`), secrets wherever they were written."""
+    found: set[str] = set(keys)
     for sub in substituted:
         if _SECRET_NAME.search(sub.name) or "headers" in sub.path or any(is_secret_key(part) for part in sub.path):
             found.add(sub.value)
